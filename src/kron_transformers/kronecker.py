@@ -1,0 +1,218 @@
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""The Kronecker maths, as pure functions over tensors.
+
+A weight ``W`` of shape ``(m1 * m2, n1 * n2)`` is stored as a sum of ``r`` Kronecker products
+
+    W = sum_r a[r] ⊗ b[r],   a: (r, m1, n1),   b: (r, m2, n2)
+
+so that ``W[i1 * m2 + i2, j1 * n2 + j2] = sum_r a[r, i1, j1] * b[r, i2, j2]`` (the layout of ``torch.kron``).
+
+This file travels with every saved checkpoint (see ``configuration_kronecker_bert.py``): it imports
+nothing but torch and the standard library.
+"""
+
+import math
+
+import torch
+
+
+def _check_factors(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.dim() != 3 or b.dim() != 3:
+        raise ValueError(
+            f"Kronecker factors must be 3-D (rank, rows, cols); got a of shape {tuple(a.shape)} and b of shape "
+            f"{tuple(b.shape)}."
+        )
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b must have the same rank (first dimension); got {a.shape[0]} and {b.shape[0]}.")
+
+
+def kron_flops(a_shape: tuple[int, int], b_shape: tuple[int, int], rank: int = 1) -> dict[str, int]:
+    """Multiply-adds per input row of the two orders of ``x @ (a ⊗ b).T`` (KroneckerBERT Eq. 7).
+
+    ``"b_first"`` contracts ``x`` with ``b`` then with ``a``; ``"a_first"`` the other way round.
+    """
+    (m1, n1), (m2, n2) = a_shape, b_shape
+    return {
+        "b_first": rank * (n1 * n2 * m2 + m2 * n1 * m1),
+        "a_first": rank * (n2 * n1 * m1 + m1 * n2 * m2),
+    }
+
+
+def kron_linear(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x @ W.T + bias`` for ``W = sum_r a[r] ⊗ b[r]``, without materialising ``W``.
+
+    Args:
+        x: ``(..., n1 * n2)``.
+        a: ``(r, m1, n1)``.
+        b: ``(r, m2, n2)``.
+        bias: optional ``(m1 * m2,)``.
+
+    Returns:
+        ``(..., m1 * m2)``.
+
+    With ``X = x.view(n1, n2)`` the product is ``sum_r a[r] @ X @ b[r].T`` (Van Loan 2000, "The ubiquitous
+    Kronecker product", Eq. 2). Both contractions are single 2-D matmuls whose inner dimension also runs over
+    the rank, so the rank costs no Python loop. The order is picked by its multiply-add count (KroneckerBERT
+    Eq. 7): for a factor with a tiny side, the wrong order can cost 4x more.
+    """
+    _check_factors(a, b)
+    r, m1, n1 = a.shape
+    _, m2, n2 = b.shape
+    if x.shape[-1] != n1 * n2:
+        raise ValueError(
+            f"Input has {x.shape[-1]} features but the Kronecker factors a {tuple(a.shape[1:])} ⊗ b "
+            f"{tuple(b.shape[1:])} expect {n1 * n2}."
+        )
+    lead = x.shape[:-1]
+    n = math.prod(lead)
+    flops = kron_flops((m1, n1), (m2, n2), r)
+    if flops["b_first"] <= flops["a_first"]:
+        # (n*n1, n2) @ (n2, r*m2) -> (n, n1, r, m2) -> (n, m2, r, n1) -> (n*m2, r*n1) @ (r*n1, m1) -> (n, m2, m1)
+        t = x.reshape(n * n1, n2) @ b.permute(2, 0, 1).reshape(n2, r * m2)
+        t = t.view(n, n1, r, m2).permute(0, 3, 2, 1).reshape(n * m2, r * n1)
+        y = (t @ a.permute(0, 2, 1).reshape(r * n1, m1)).view(n, m2, m1).transpose(1, 2)
+    else:
+        # (n, n1, n2) -> (n*n2, n1) @ (n1, r*m1) -> (n, n2, r, m1) -> (n*m1, r*n2) @ (r*n2, m2) -> (n, m1, m2)
+        t = x.reshape(n, n1, n2).transpose(1, 2).reshape(n * n2, n1) @ a.permute(2, 0, 1).reshape(n1, r * m1)
+        t = t.view(n, n2, r, m1).permute(0, 3, 2, 1).reshape(n * m1, r * n2)
+        y = (t @ b.permute(0, 2, 1).reshape(r * n2, m2)).view(n, m1, m2)
+    y = y.reshape(*lead, m1 * m2)
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def kron_weight(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The dense ``W = sum_r a[r] ⊗ b[r]`` of shape ``(m1 * m2, n1 * n2)``. For export and tests only."""
+    _check_factors(a, b)
+    r, m1, n1 = a.shape
+    _, m2, n2 = b.shape
+    # W[i1, i2, j1, j2] = sum_r a[r, i1, j1] b[r, i2, j2]
+    return torch.einsum("rij,rkl->ikjl", a, b).reshape(m1 * m2, n1 * n2)
+
+
+def kron_rearrange(weight: torch.Tensor, a_shape: tuple[int, int]) -> torch.Tensor:
+    """Van Loan & Pitsianis (1993) rearrangement ``R(W)`` of shape ``(m1 * n1, m2 * n2)``.
+
+    Row ``(i1, j1)`` of ``R(W)`` is the block ``W[i1 * m2:(i1 + 1) * m2, j1 * n2:(j1 + 1) * n2]`` flattened, so
+    that ``W = a ⊗ b`` exactly when ``R(W) = vec(a) vec(b).T`` and ``||W - a ⊗ b||_F = ||R(W) - vec(a) vec(b).T||_F``.
+    """
+    m1, n1 = a_shape
+    m, n = weight.shape
+    m2, n2 = m // m1, n // n1
+    return weight.reshape(m1, m2, n1, n2).permute(0, 2, 1, 3).reshape(m1 * n1, m2 * n2)
+
+
+def check_kronecker_shape(out_features: int, in_features: int, a_shape: tuple[int, int], name: str = "a_shape"):
+    """Return ``b_shape`` for ``a_shape``, or raise a ``ValueError`` naming the dimension and the valid divisors."""
+    if len(a_shape) != 2 or not all(isinstance(s, int) and s > 0 for s in a_shape):
+        raise ValueError(f"{name} must be a pair of positive integers (rows, cols); got {a_shape!r}.")
+    m1, n1 = a_shape
+    for dim_name, size, factor in (("out_features", out_features, m1), ("in_features", in_features, n1)):
+        if size % factor != 0:
+            raise ValueError(
+                f"{name}={tuple(a_shape)} does not factor the weight of shape ({out_features}, {in_features}): "
+                f"{dim_name}={size} is not divisible by {factor}. Divisors of {size} that would work: "
+                f"{divisors(size)}."
+            )
+    return (out_features // m1, in_features // n1)
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of ``n``, ascending."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+@torch.no_grad()
+def nearest_kronecker_product(
+    weight: torch.Tensor, a_shape: tuple[int, int], rank: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Frobenius-nearest ``sum_r a[r] ⊗ b[r]`` to ``weight`` (Van Loan & Pitsianis 1993).
+
+    Args:
+        weight: ``(m1 * m2, n1 * n2)``.
+        a_shape: ``(m1, n1)``.
+        rank: number of Kronecker products summed.
+
+    Returns:
+        ``a`` of shape ``(rank, m1, n1)`` and ``b`` of shape ``(rank, m2, n2)``, in ``weight``'s dtype.
+
+    The truncated SVD of the rearranged ``R(weight)`` is optimal (Eckart–Young), so the error
+    ``||weight - sum_r a[r] ⊗ b[r]||_F`` equals the root of the sum of the discarded squared singular values.
+    The singular value is split evenly between the factors (``sqrt(s)`` on each) and each pair's sign is fixed so
+    that the largest-magnitude entry of ``a[r]`` is positive, which makes the result deterministic. The SVD runs
+    in float32 at least, whatever ``weight``'s dtype.
+    """
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features); got shape {tuple(weight.shape)}.")
+    m, n = weight.shape
+    b_shape = check_kronecker_shape(m, n, a_shape)
+    max_rank = min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
+    if not (isinstance(rank, int) and 1 <= rank <= max_rank):
+        raise ValueError(
+            f"rank must be an integer between 1 and {max_rank} (the smaller factor's size) for a_shape="
+            f"{tuple(a_shape)} and b_shape={b_shape}; got {rank!r}."
+        )
+    compute_dtype = torch.promote_types(weight.dtype, torch.float32)
+    rearranged = kron_rearrange(weight.detach().to(compute_dtype), a_shape)
+    u, s, vh = _truncated_svd(rearranged, rank)
+    # Deterministic signs: the largest-magnitude entry of each left vector is positive (sklearn's svd_flip).
+    signs = torch.sign(u.gather(0, u.abs().argmax(dim=0, keepdim=True))).squeeze(0)
+    signs[signs == 0] = 1
+    root = s.sqrt() * signs
+    a = (u * root).T.reshape(rank, *a_shape)
+    b = (vh * s.sqrt().unsqueeze(1) * signs.unsqueeze(1)).reshape(rank, *b_shape)
+    return a.to(weight.dtype).contiguous(), b.to(weight.dtype).contiguous()
+
+
+def _truncated_svd(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Leading ``rank`` singular triplets of a 2-D ``matrix``: ``(u (m, rank), s (rank,), vh (rank, n))``."""
+    rows, cols = matrix.shape
+    # A very tall or wide matrix (a 30522x768 embedding rearranges to 2.9M x 8) is reduced by QR first, so the
+    # SVD only sees a small square factor.
+    if rows > 4 * cols:
+        q, r = torch.linalg.qr(matrix)
+        u, s, vh = torch.linalg.svd(r)
+        u = q @ u
+    elif cols > 4 * rows:
+        q, r = torch.linalg.qr(matrix.T)
+        u, s, vh = torch.linalg.svd(r.T)
+        vh = vh @ q.T
+    else:
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    return u[:, :rank], s[:rank], vh[:rank]
+
+
+def kronecker_shapes(
+    out_features: int, in_features: int, compression: float, rank: int = 1, max_results: int | None = None
+) -> list[tuple[int, int]]:
+    """Valid ``a_shape``s for an ``(out_features, in_features)`` weight, best first.
+
+    Every ``(m1, n1)`` with ``m1 | out_features`` and ``n1 | in_features`` is a valid shape. They are ranked by
+    how close their parameter compression ``out * in / (rank * (m1 * n1 + m2 * n2))`` is to ``compression``
+    (on a log scale), then by the multiply-adds of ``kron_linear`` (fewer first).
+    """
+    if not compression > 0:
+        raise ValueError(f"compression must be a positive number (e.g. 8.0 for 8x); got {compression!r}.")
+    candidates = []
+    for m1 in divisors(out_features):
+        for n1 in divisors(in_features):
+            m2, n2 = out_features // m1, in_features // n1
+            params = rank * (m1 * n1 + m2 * n2)
+            if rank > min(m1 * n1, m2 * n2):
+                continue
+            achieved = out_features * in_features / params
+            cost = min(kron_flops((m1, n1), (m2, n2), rank).values())
+            candidates.append((abs(math.log(achieved / compression)), cost, (m1, n1)))
+    candidates.sort()
+    shapes = [shape for _, _, shape in candidates]
+    return shapes[:max_results] if max_results is not None else shapes
+
+
+def kronecker_compression(out_features: int, in_features: int, a_shape: tuple[int, int], rank: int = 1) -> float:
+    """Parameter compression ``out * in / (rank * (|a| + |b|))`` of a factored weight (biases not counted)."""
+    m2, n2 = check_kronecker_shape(out_features, in_features, a_shape)
+    return out_features * in_features / (rank * (a_shape[0] * a_shape[1] + m2 * n2))
