@@ -1,0 +1,335 @@
+#!/usr/bin/env python
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""Stage 2 of KroneckerBERT: task-specific distillation (or plain fine-tuning) on GLUE or your own CSV/JSON files.
+
+In the style of Transformers' ``examples/pytorch/text-classification/run_glue.py``: the same data arguments, every
+``TrainingArguments`` flag, ``eval_results.json``/``all_results.json``; plus a teacher and the ILKD loss weights.
+
+    # distil a Kronecker student from a fine-tuned dense teacher on SST-2
+    python examples/run_glue.py --task_name sst2 --model_name_or_path ./kronecker-student \\
+        --teacher_name_or_path ./bert-base-sst2 --do_train --do_eval --output_dir ./out
+
+    # compress the teacher on the fly (a preset or a ratio) and distil, on local files
+    python examples/run_glue.py --train_file train.csv --validation_file dev.csv \\
+        --model_name_or_path ./bert-base-sst2 --compression 4 --teacher_name_or_path ./bert-base-sst2 \\
+        --do_train --do_eval --output_dir ./out
+
+Without ``--teacher_name_or_path`` the model is fine-tuned on the labels alone (how the teacher itself is made).
+CSV/JSON files need a ``label`` column and one or two text columns (``sentence1``/``sentence2``, or the first
+non-label columns), like Transformers' script.
+"""
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import transformers
+from datasets import load_dataset
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    default_data_collator,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+import kron_transformers
+from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
+from kron_transformers.metrics import load_metric
+
+
+logger = logging.getLogger(__name__)
+
+task_to_keys = {
+    "cola": ("sentence", None),
+    "mnli": ("premise", "hypothesis"),
+    "mrpc": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"),
+    "qqp": ("question1", "question2"),
+    "rte": ("sentence1", "sentence2"),
+    "sst2": ("sentence", None),
+    "stsb": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+}
+
+
+@dataclass
+class DataTrainingArguments:
+    task_name: str | None = field(
+        default=None, metadata={"help": f"A GLUE task, loaded from the Hub: {', '.join(task_to_keys)}."}
+    )
+    dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub (instead of a GLUE task)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The configuration of --dataset_name."})
+    train_file: str | None = field(default=None, metadata={"help": "A CSV or JSON file with the training data."})
+    validation_file: str | None = field(default=None, metadata={"help": "A CSV or JSON file with the validation data."})
+    test_file: str | None = field(default=None, metadata={"help": "A CSV or JSON file with the test data."})
+    metric_name: str | None = field(
+        default=None,
+        metadata={"help": "GLUE metric configuration for local files (e.g. 'mrpc' for F1+accuracy); default accuracy, "
+                  "or Pearson/Spearman for a regression label."},
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Longer sequences are truncated."})
+    pad_to_max_length: bool = field(
+        default=False, metadata={"help": "Pad every sample to max_seq_length (else pad each batch dynamically)."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the tokenized datasets."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation set."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test set."})
+
+    def __post_init__(self):
+        if self.task_name is not None:
+            self.task_name = self.task_name.lower()
+            if self.task_name not in task_to_keys:
+                raise ValueError(f"Unknown task {self.task_name!r}; expected one of {', '.join(task_to_keys)}.")
+        elif self.dataset_name is None and self.train_file is None and self.validation_file is None:
+            raise ValueError("Give --task_name, --dataset_name, or --train_file/--validation_file.")
+        for name in ("train_file", "validation_file", "test_file"):
+            path = getattr(self, name)
+            if path is not None and path.rsplit(".", 1)[-1] not in ("csv", "json", "jsonl"):
+                raise ValueError(f"--{name} must be a .csv or .json/.jsonl file; got {path!r}.")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        metadata={"help": "The student: a Kronecker checkpoint, or a dense one (compressed with --compression)."}
+    )
+    teacher_name_or_path: str | None = field(
+        default=None, metadata={"help": "The fine-tuned dense teacher. Without it: plain fine-tuning on the labels."}
+    )
+    compression: str | None = field(
+        default=None,
+        metadata={"help": "Compress a dense --model_name_or_path first: a preset (kronecker-bert-8, ...) or a ratio (4)."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Model revision (branch, tag or commit)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
+    ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "Allow a head of another size."})
+
+
+def parse_compression(value: str):
+    """'4' or '4.0' -> 4.0; anything else is a preset name."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def load_raw_datasets(data_args, model_args):
+    if data_args.task_name is not None:
+        return load_dataset("nyu-mll/glue", data_args.task_name, cache_dir=model_args.cache_dir, token=model_args.token)
+    if data_args.dataset_name is not None:
+        return load_dataset(data_args.dataset_name, data_args.dataset_config_name, cache_dir=model_args.cache_dir,
+                            token=model_args.token)
+    data_files = {
+        split: path
+        for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
+                            ("test", data_args.test_file))
+        if path is not None
+    }
+    extension = next(iter(data_files.values())).rsplit(".", 1)[-1]
+    return load_dataset("json" if extension in ("json", "jsonl") else "csv", data_files=data_files,
+                        cache_dir=model_args.cache_dir)
+
+
+def main(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, IlkdTrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.info(f"Training/evaluation parameters {training_args}")
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir) and training_args.do_train:
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+            logger.info(f"Checkpoint found at {last_checkpoint}: resuming training from it.")
+    set_seed(training_args.seed)
+
+    raw_datasets = load_raw_datasets(data_args, model_args)
+    reference_split = raw_datasets["train"] if "train" in raw_datasets else next(iter(raw_datasets.values()))
+    if data_args.task_name is not None:
+        is_regression = data_args.task_name == "stsb"
+        label_list = None if is_regression else reference_split.features["label"].names
+    else:
+        is_regression = reference_split.features["label"].dtype in ("float32", "float64")
+        label_list = None if is_regression else sorted(
+            set().union(*(set(raw_datasets[s].unique("label")) for s in raw_datasets if s != "test"))
+        )
+    num_labels = 1 if is_regression else len(label_list)
+
+    hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
+                  "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, num_labels=num_labels,
+        finetuning_task=data_args.task_name or "text-classification", **hub_kwargs,
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        **hub_kwargs,
+    )
+    if model_args.compression is not None:
+        model = kron_transformers.compress(model, parse_compression(model_args.compression))
+        logger.info(f"Compressed the student:\n{model.compression_report}")
+    teacher = None
+    if model_args.teacher_name_or_path is not None:
+        teacher = AutoModelForSequenceClassification.from_pretrained(model_args.teacher_name_or_path, **hub_kwargs)
+        if teacher.config.num_labels != num_labels:
+            raise ValueError(
+                f"The teacher {model_args.teacher_name_or_path} has {teacher.config.num_labels} labels but the data has "
+                f"{num_labels}: fine-tune the teacher on this task first."
+            )
+
+    # Column names: the task's, or the usual ones for local files.
+    if data_args.task_name is not None:
+        sentence1_key, sentence2_key = task_to_keys[data_args.task_name]
+    else:
+        non_label = [name for name in reference_split.column_names if name != "label"]
+        if "sentence1" in non_label and "sentence2" in non_label:
+            sentence1_key, sentence2_key = "sentence1", "sentence2"
+        elif "sentence" in non_label:
+            sentence1_key, sentence2_key = "sentence", None
+        elif len(non_label) >= 2:
+            sentence1_key, sentence2_key = non_label[:2]
+        else:
+            sentence1_key, sentence2_key = non_label[0], None
+
+    # Label ids: keep the model's mapping when it already has one for these labels (a fine-tuned teacher/student).
+    label_to_id = None
+    if not is_regression:
+        model_label2id = {str(k).lower(): v for k, v in (model.config.label2id or {}).items()}
+        if data_args.task_name is None:
+            if sorted(model_label2id) == sorted(str(label).lower() for label in label_list):
+                label_to_id = {label: model_label2id[str(label).lower()] for label in label_list}
+            else:
+                label_to_id = {label: i for i, label in enumerate(label_list)}
+        if label_to_id is not None:
+            model.config.label2id = {str(label): i for label, i in label_to_id.items()}
+            model.config.id2label = {i: str(label) for label, i in label_to_id.items()}
+        elif label_list is not None:
+            model.config.label2id = {label: i for i, label in enumerate(label_list)}
+            model.config.id2label = dict(enumerate(label_list))
+    if teacher is not None and not is_regression:
+        teacher_labels = {str(k).lower(): v for k, v in (teacher.config.label2id or {}).items()}
+        student_labels = {str(k).lower(): v for k, v in model.config.label2id.items()}
+        if set(teacher_labels) == set(student_labels) and teacher_labels != student_labels:
+            raise ValueError(f"Teacher label ids {teacher.config.label2id} differ from the student's "
+                             f"{model.config.label2id}: their logits would not line up.")
+
+    if data_args.max_seq_length > tokenizer.model_max_length:
+        logger.warning(f"max_seq_length {data_args.max_seq_length} exceeds the tokenizer's {tokenizer.model_max_length}.")
+    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
+    padding = "max_length" if data_args.pad_to_max_length else False
+
+    def preprocess(examples):
+        texts = (examples[sentence1_key],) if sentence2_key is None else (examples[sentence1_key], examples[sentence2_key])
+        result = tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
+        if label_to_id is not None and "label" in examples:
+            result["label"] = [label_to_id[label] if label != -1 else -1 for label in examples["label"]]
+        return result
+
+    with training_args.main_process_first(desc="dataset map pre-processing"):
+        raw_datasets = raw_datasets.map(preprocess, batched=True, num_proc=data_args.preprocessing_num_workers,
+                                        load_from_cache_file=not data_args.overwrite_cache,
+                                        desc="Running tokenizer on dataset")
+
+    def split(name, limit, required_flag):
+        key = {"validation": "validation_matched" if data_args.task_name == "mnli" else "validation",
+               "test": "test_matched" if data_args.task_name == "mnli" else "test"}.get(name, name)
+        if key not in raw_datasets:
+            raise ValueError(f"{required_flag} needs a {name} dataset.")
+        dataset = raw_datasets[key]
+        return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+    train_dataset = split("train", data_args.max_train_samples, "--do_train") if training_args.do_train else None
+    eval_dataset = split("validation", data_args.max_eval_samples, "--do_eval") if training_args.do_eval else None
+    predict_dataset = split("test", data_args.max_predict_samples, "--do_predict") if training_args.do_predict else None
+
+    if data_args.task_name is not None:
+        metric = load_metric("glue", data_args.task_name)
+    elif data_args.metric_name is not None:
+        metric = load_metric("glue", data_args.metric_name)
+    else:
+        metric = load_metric("glue", "stsb" if is_regression else "sst2")
+
+    def compute_metrics(p):
+        preds = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+        preds = np.squeeze(preds) if is_regression else np.argmax(preds, axis=1)
+        result = metric.compute(predictions=preds, references=p.label_ids)
+        if len(result) > 1:
+            result["combined_score"] = float(np.mean(list(result.values())))
+        return result
+
+    if data_args.pad_to_max_length:
+        data_collator = default_data_collator
+    else:
+        data_collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
+
+    common = {"model": model, "args": training_args, "train_dataset": train_dataset, "eval_dataset": eval_dataset,
+              "compute_metrics": compute_metrics, "processing_class": tokenizer, "data_collator": data_collator}
+    trainer = IlkdTrainer(teacher_model=teacher, **common) if teacher is not None else Trainer(**common)
+
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics = train_result.metrics
+        metrics["train_samples"] = len(train_dataset)
+        trainer.save_model()
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+
+    if training_args.do_eval:
+        logger.info("*** Evaluate ***")
+        tasks, eval_datasets = [data_args.task_name], [eval_dataset]
+        if data_args.task_name == "mnli":
+            tasks.append("mnli-mm")
+            eval_datasets.append(raw_datasets["validation_mismatched"])
+        for eval_dataset, task in zip(eval_datasets, tasks):
+            metrics = trainer.evaluate(eval_dataset=eval_dataset)
+            metrics["eval_samples"] = len(eval_dataset)
+            if task == "mnli-mm":
+                metrics = {k + "_mm": v for k, v in metrics.items()}
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+
+    if training_args.do_predict:
+        logger.info("*** Predict ***")
+        predict = predict_dataset.remove_columns("label") if "label" in predict_dataset.column_names else predict_dataset
+        predictions = trainer.predict(predict, metric_key_prefix="predict").predictions
+        predictions = np.squeeze(predictions) if is_regression else np.argmax(predictions, axis=1)
+        output_file = os.path.join(training_args.output_dir, f"predict_results_{data_args.task_name or 'test'}.txt")
+        if trainer.is_world_process_zero():
+            with open(output_file, "w") as writer:
+                writer.write("index\tprediction\n")
+                for index, item in enumerate(predictions):
+                    value = f"{item:3.3f}" if is_regression else model.config.id2label[int(item)]
+                    writer.write(f"{index}\t{value}\n")
+
+    if training_args.push_to_hub:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
