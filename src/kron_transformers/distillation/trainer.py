@@ -1,0 +1,479 @@
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""``IlkdTrainer``: intermediate-layer knowledge distillation (KroneckerBERT, KnGPT2) as a Transformers ``Trainer``.
+
+One student forward and one teacher forward (no grad) per batch, both with hidden states and, when attention is
+distilled, recorded pre-softmax attention scores; each loss of ``losses.py`` on its pair of tensors; the weighted sum
+is the training loss and each term is logged under its own name. Everything else (optimisation, checkpoints, DDP,
+logging backends) is the base ``Trainer``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .attention import AttentionRecord, record_attention_scores
+from .losses import attention_kl_loss, attention_score_loss, hidden_state_loss, logit_mse_loss, soft_target_loss
+
+
+PROJECTION_WEIGHTS_NAME = "ilkd_projection.safetensors"
+LOSS_COMPONENTS = ("embedding", "hidden", "attention", "logits", "task")
+
+
+@dataclass
+class IlkdTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the weights and options of the distillation loss.
+
+    The training loss is ``alpha_embedding * L_emb + alpha_hidden * L_hidden + alpha_attention * L_attn +
+    alpha_logits * L_logits + alpha_task * L_task``, where the layer terms are averaged over the student's layers.
+    """
+
+    alpha_embedding: float = field(default=1.0, metadata={"help": "Weight of the embedding-output MSE."})
+    alpha_hidden: float = field(default=1.0, metadata={"help": "Weight of the per-layer hidden-state MSE."})
+    alpha_attention: float = field(default=1.0, metadata={"help": "Weight of the per-layer attention loss."})
+    alpha_logits: float = field(
+        default=1.0, metadata={"help": "Weight of the soft-target loss (KL with temperature, MSE for regression)."}
+    )
+    alpha_task: float = field(default=0.0, metadata={"help": "Weight of the student's own loss on the labels."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the soft-target loss."})
+    attention_loss: Literal["mse_scores", "kl"] = field(
+        default="mse_scores",
+        metadata={
+            "help": "mse_scores: MSE on pre-softmax scores QK^T/sqrt(d) (KroneckerBERT); kl: KL between attention "
+            "probabilities (KnGPT2)."
+        },
+    )
+    layer_map: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher layer (0-based) distilled into each student layer. Default: identity when the depths "
+            "match, the uniform TinyBERT mapping when the student is shallower."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("alpha_embedding", "alpha_hidden", "alpha_attention", "alpha_logits", "alpha_task"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+        if not any(getattr(self, f"alpha_{name}") > 0 for name in LOSS_COMPONENTS):
+            raise ValueError("At least one of alpha_embedding, alpha_hidden, alpha_attention, alpha_logits, "
+                             "alpha_task must be positive; all are 0.")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0; got {self.temperature!r}.")
+        if self.attention_loss not in ("mse_scores", "kl"):
+            raise ValueError(f"attention_loss must be 'mse_scores' or 'kl'; got {self.attention_loss!r}.")
+        if self.layer_map is not None:
+            self.layer_map = list(self.layer_map)
+            bad = [layer for layer in self.layer_map if not (isinstance(layer, int) and layer >= 0)]
+            if bad or not self.layer_map:
+                raise ValueError(
+                    f"layer_map must be a non-empty list of teacher layer indices >= 0; got {self.layer_map!r}."
+                )
+
+
+def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer for each student layer: identity for equal depths, else TinyBERT's uniform ``g(m) = m * T / S``.
+
+    Student layer ``i`` (0-based) learns from teacher layer ``(i + 1) * teacher_layers // student_layers - 1``, so the
+    last student layer always learns from the last teacher layer.
+    """
+    if student_layers > teacher_layers:
+        raise ValueError(
+            f"The student has more layers ({student_layers}) than the teacher ({teacher_layers}); pass layer_map "
+            f"with one teacher layer in [0, {teacher_layers - 1}] for each of the {student_layers} student layers."
+        )
+    return [(i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)]
+
+
+def _head_kind(model: nn.Module) -> str:
+    """The task head named by the class (``ForMaskedLM``, ``LMHeadModel``, ``ForSequenceClassification``, ...)."""
+    match = re.search(r"(For\w+|LMHeadModel|Model)$", type(model).__name__)
+    return match.group(1) if match else type(model).__name__
+
+
+class HiddenStateProjection(nn.Module):
+    """Learned maps from the student's hidden width to the teacher's (TinyBERT's ``W_e`` and ``W_h``).
+
+    ``embedding`` maps the embedding output and ``hidden`` every layer's output: ``(..., student) -> (..., teacher)``.
+    Trained with the student, saved beside it as ``ilkd_projection.safetensors``, never part of the student.
+    """
+
+    def __init__(self, student_hidden: int, teacher_hidden: int, embedding: bool, hidden: bool, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.embedding = nn.Linear(student_hidden, teacher_hidden, **factory) if embedding else None
+        self.hidden = nn.Linear(student_hidden, teacher_hidden, **factory) if hidden else None
+
+
+class _ProjectionCallback(TrainerCallback):
+    """Does for the projection what the training loop does for the model: average its gradients over processes,
+    clip them, and clear them after each optimizer step."""
+
+    def __init__(self, trainer: IlkdTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        parameters = [p for p in self.trainer.projection.parameters() if p.grad is not None]
+        world_size = self.trainer.accelerator.num_processes
+        if world_size > 1:
+            for parameter in parameters:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= world_size
+        if args.max_grad_norm is not None and args.max_grad_norm > 0 and parameters:
+            # Runs after the loop's clipping of the model, so mixed-precision gradients are already unscaled.
+            torch.nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.projection.zero_grad(set_to_none=True)
+
+
+class IlkdTrainer(Trainer):
+    """A ``Trainer`` that distils ``teacher_model`` into ``model`` layer by layer.
+
+    Args:
+        model: the student (any Transformers model with a head: masked LM, causal LM, sequence classification,
+            question answering, ...; dense or Kronecker).
+        args: ``IlkdTrainingArguments``.
+        teacher_model: the teacher, same vocabulary and head; frozen, put in eval mode and moved to the student's
+            device (its dtype is kept: losses are computed in at least float32).
+        *trainer_args, **kwargs: as for ``Trainer``.
+
+    Raises:
+        ValueError: at construction, when teacher and student cannot be distilled as configured (different
+            vocabularies or heads, an attention loss across different head counts, a layer map out of range, ...).
+
+    The loss is averaged exactly over the whole accumulated batch on all processes: each term is a sum over tokens
+    (or sequences) divided by their number in the accumulated batch, so ``k`` accumulation steps of batch ``b`` give
+    the update of one step of batch ``k * b`` even when micro-batches have different numbers of real tokens.
+    Evaluation (``model.eval()``) uses the student's own loss, with the user's attention backend.
+    """
+
+    # `compute_loss` normalises by the item counts of the whole accumulated batch itself (see `get_batch_samples`).
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, model=None, args: IlkdTrainingArguments | None = None, *trainer_args, teacher_model=None, **kwargs):
+        if args is None:
+            args = IlkdTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, IlkdTrainingArguments):
+            raise TypeError(f"IlkdTrainer needs IlkdTrainingArguments; got {type(args).__name__}.")
+        if teacher_model is None:
+            raise ValueError("IlkdTrainer needs a teacher: pass teacher_model=.")
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError("IlkdTrainer computes its own loss; compute_loss_func is not supported.")
+        if args.label_smoothing_factor != 0:
+            raise ValueError(
+                f"label_smoothing_factor={args.label_smoothing_factor} is not supported: the task loss is the "
+                "student's own loss; set it to 0."
+            )
+        super().__init__(model, args, *trainer_args, **kwargs)
+
+        student = self.model
+        self.layer_map = _check_distillable(student, teacher_model, args)
+        device = next(student.parameters()).device
+        self.teacher_model = teacher_model.to(device).eval().requires_grad_(False)
+        if args.alpha_attention > 0:
+            if getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False):
+                raise ValueError(
+                    "alpha_attention > 0 cannot be combined with activation checkpointing: the recorded attention "
+                    "scores would not be recomputed in the backward pass. Disable one of them."
+                )
+            for model_to_check in (student, self.teacher_model):
+                with record_attention_scores(model_to_check):
+                    pass
+
+        self.projection = None
+        student_hidden, teacher_hidden = student.config.hidden_size, self.teacher_model.config.hidden_size
+        if student_hidden != teacher_hidden and (args.alpha_embedding > 0 or args.alpha_hidden > 0):
+            self.projection = HiddenStateProjection(
+                student_hidden, teacher_hidden, embedding=args.alpha_embedding > 0, hidden=args.alpha_hidden > 0,
+                device=device, dtype=next(student.parameters()).dtype,
+            )
+            if self.optimizer is not None:
+                raise ValueError(
+                    f"The student's hidden size ({student_hidden}) differs from the teacher's ({teacher_hidden}), so "
+                    "IlkdTrainer trains a projection that a user-built optimizer cannot include; pass "
+                    "optimizer_cls_and_kwargs instead of optimizers."
+                )
+            self.add_callback(_ProjectionCallback(self))
+
+        self._shift_labels = student.can_generate() and not getattr(student.config, "is_encoder_decoder", False)
+        self._normalizers: dict[str, torch.Tensor] | None = None
+        self._component_sums: dict[str, torch.Tensor] = {}
+        self._component_window_start = 0
+
+    # ---- optimisation ----------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if self.projection is not None and not any(id(p) in in_optimizer for p in self.projection.parameters()):
+            weights = [p for name, p in self.projection.named_parameters() if name.endswith("weight")]
+            biases = [p for name, p in self.projection.named_parameters() if name.endswith("bias")]
+            optimizer.add_param_group({"params": weights, "weight_decay": self.args.weight_decay})
+            optimizer.add_param_group({"params": biases, "weight_decay": 0.0})
+        return optimizer
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = torch.stack([self._count_items(batch, device) for batch in batch_samples]).sum(0) if batch_samples \
+            else torch.zeros(3, device=device)
+        world_size = self.accelerator.num_processes
+        if world_size > 1:
+            counts = self.accelerator.gather(counts[None]).sum(0)
+        self._normalizers = {
+            "tokens": counts[0], "sequences": counts[1], "task_items": counts[2],
+            "world_size": torch.tensor(float(world_size), device=device),
+        }
+        return batch_samples, num_items_in_batch
+
+    def _count_items(self, batch: dict[str, Any], device) -> torch.Tensor:
+        """``[real tokens, sequences, label items]`` of one micro-batch, as a float64 tensor on ``device``."""
+        input_ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        tokens = mask.sum() if mask is not None else torch.tensor(input_ids.numel())
+        task_items = torch.tensor(0)
+        if "labels" in batch:
+            labels = batch["labels"]
+            if labels.is_floating_point():
+                task_items = torch.tensor(labels.numel())
+            else:
+                task_items = (labels[..., 1:] if self._shift_labels else labels).ne(-100).sum()
+        elif "start_positions" in batch:
+            task_items = torch.tensor(input_ids.shape[0])
+        values = [tokens, torch.tensor(input_ids.shape[0]), task_items]
+        return torch.stack([value.to(device=device, dtype=torch.float64) for value in values])
+
+    # ---- the loss --------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs)
+        components, outputs = self.distillation_losses(model, inputs)
+        loss = sum(getattr(self.args, f"alpha_{name}") * value for name, value in components.items())
+
+        if not self._component_sums:
+            self._component_window_start = self.state.global_step
+        for name, value in components.items():
+            value = value.detach()
+            self._component_sums[name] = self._component_sums.get(name, torch.zeros_like(value)) + value
+        return (loss, outputs) if return_outputs else loss
+
+    def distillation_losses(self, model, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Each loss component (unweighted) and the student's outputs for one micro-batch.
+
+        Components are already divided by the item counts of the accumulated batch (and multiplied by the number of
+        processes, which data parallelism averages over), so they add up over micro-batches to the batch's loss.
+        """
+        args = self.args
+        student = self.accelerator.unwrap_model(model)
+        want_hidden = args.alpha_embedding > 0 or args.alpha_hidden > 0
+        want_attention = args.alpha_attention > 0
+        teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}
+
+        with torch.no_grad(), self._recording(self.teacher_model, want_attention) as teacher_records:
+            teacher_outputs = self.teacher_model(**teacher_inputs, output_hidden_states=want_hidden)
+        with self._recording(student, want_attention) as student_records:
+            outputs = model(**inputs, output_hidden_states=want_hidden)
+
+        device = outputs["logits" if "logits" in outputs else "start_logits"].device
+        mask = inputs.get("attention_mask")
+        mask = mask.to(device=device, dtype=torch.bool) if mask is not None else None
+        normalizers = self._normalizers if self._normalizers is not None else self._count_local(inputs, device)
+        world_size = normalizers["world_size"]
+        per_token = world_size / normalizers["tokens"].clamp(min=1)
+        per_sequence = world_size / normalizers["sequences"].clamp(min=1)
+        num_layers = len(self.layer_map)
+
+        components: dict[str, torch.Tensor] = {}
+        if want_hidden:
+            student_hidden, teacher_hidden = outputs.hidden_states, teacher_outputs.hidden_states
+            projection = self.projection
+        if args.alpha_embedding > 0:
+            student_embedding = student_hidden[0]
+            if projection is not None:
+                student_embedding = projection.embedding(student_embedding)
+            loss = hidden_state_loss(student_embedding, teacher_hidden[0], mask, reduction="sum")
+            components["embedding"] = loss * per_token
+        if args.alpha_hidden > 0:
+            total = 0
+            for student_layer, teacher_layer in enumerate(self.layer_map):
+                hidden = student_hidden[student_layer + 1]
+                if projection is not None:
+                    hidden = projection.hidden(hidden)
+                total = total + hidden_state_loss(hidden, teacher_hidden[teacher_layer + 1], mask, reduction="sum")
+            components["hidden"] = total * per_token / num_layers
+        if want_attention:
+            components["attention"] = (
+                self._attention_loss(student_records, teacher_records, mask) * per_token / num_layers
+            )
+        if args.alpha_logits > 0:
+            per_item = per_sequence if self._is_sequence_level(outputs) else per_token
+            components["logits"] = self._logit_loss(student, outputs, teacher_outputs, mask) * per_item
+        if outputs.get("loss") is not None:
+            # The student's loss is a mean over its micro-batch's label items: reweight it to the accumulated batch.
+            local_items = self._count_items(inputs, device)[2]
+            components["task"] = outputs["loss"] * local_items * world_size / normalizers["task_items"].clamp(min=1)
+        elif args.alpha_task > 0:
+            raise ValueError(
+                f"alpha_task={args.alpha_task} but the student returned no loss: the batch has no labels "
+                f"(keys: {sorted(inputs)})."
+            )
+        return components, outputs
+
+    def _count_local(self, inputs, device) -> dict[str, torch.Tensor]:
+        counts = self._count_items(inputs, device)
+        return {"tokens": counts[0], "sequences": counts[1], "task_items": counts[2],
+                "world_size": torch.tensor(1.0, dtype=torch.float64, device=device)}
+
+    @staticmethod
+    def _recording(model, enabled: bool):
+        return record_attention_scores(model) if enabled else contextlib.nullcontext()
+
+    def _attention_loss(
+        self, student_records: list[AttentionRecord], teacher_records: list[AttentionRecord], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        student_layers, teacher_layers = len(self.layer_map), self.teacher_model.config.num_hidden_layers
+        if len(student_records) != student_layers or len(teacher_records) != teacher_layers:
+            raise RuntimeError(
+                f"Expected one attention call per layer ({student_layers} in the student, {teacher_layers} in the "
+                f"teacher); recorded {len(student_records)} and {len(teacher_records)}. Models with cross-attention "
+                "are not supported."
+            )
+        loss_fn = attention_score_loss if self.args.attention_loss == "mse_scores" else attention_kl_loss
+        total = 0
+        for student_layer, teacher_layer in enumerate(self.layer_map):
+            student_record, teacher_record = student_records[student_layer], teacher_records[teacher_layer]
+            pair_mask = _and_masks(student_record.mask, teacher_record.mask)
+            if mask is not None:
+                # Padding queries attend to real keys in bidirectional models; they must not count either.
+                pair_mask = _and_masks(pair_mask, mask[:, None, :, None])
+            total = total + loss_fn(student_record.scores, teacher_record.scores, pair_mask, reduction="sum")
+        return total
+
+    @staticmethod
+    def _is_sequence_level(outputs) -> bool:
+        return "start_logits" in outputs or outputs["logits"].dim() == 2
+
+    def _logit_loss(self, student, outputs, teacher_outputs, mask: torch.Tensor | None) -> torch.Tensor:
+        temperature = self.args.temperature
+        if "start_logits" in outputs:
+            # Span heads: a distribution over the real positions of each sequence, for the start and the end.
+            return sum(
+                soft_target_loss(outputs[key], teacher_outputs[key], temperature, class_mask=mask, reduction="sum")
+                for key in ("start_logits", "end_logits")
+            ) / 2
+        student_logits, teacher_logits = outputs["logits"], teacher_outputs["logits"]
+        if student_logits.dim() == 3:
+            return soft_target_loss(student_logits, teacher_logits, temperature, mask=mask, reduction="sum")
+        problem_type = getattr(student.config, "problem_type", None)
+        if problem_type in ("regression", "multi_label_classification") or student_logits.shape[-1] == 1:
+            return logit_mse_loss(student_logits, teacher_logits, reduction="sum")
+        return soft_target_loss(student_logits, teacher_logits, temperature, reduction="sum")
+
+    # ---- logging ---------------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds ``loss_<component>`` (unweighted, averaged over the logging interval and processes) to training logs."""
+        if "loss" in logs and self._component_sums:
+            names = list(self._component_sums)
+            sums = torch.stack([self._component_sums[name].to(torch.float64) for name in names])
+            if self.accelerator.num_processes > 1:
+                sums = self.accelerator.gather(sums[None]).mean(0)
+            steps = max(self.state.global_step - self._component_window_start, 1)
+            for name, value in zip(names, sums.tolist()):
+                logs[f"loss_{name}"] = value / steps
+            self._component_sums = {}
+        super().log(logs, start_time)
+
+    # ---- the projection's checkpoints ------------------------------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.projection is not None and self.args.should_save:
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            state = {name: tensor.detach().contiguous() for name, tensor in self.projection.state_dict().items()}
+            save_file(state, os.path.join(output_dir, PROJECTION_WEIGHTS_NAME))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *train_args, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir}).")
+        if resume_from_checkpoint and self.projection is not None:
+            path = os.path.join(resume_from_checkpoint, PROJECTION_WEIGHTS_NAME)
+            if not os.path.isfile(path):
+                raise OSError(
+                    f"{resume_from_checkpoint} has no {PROJECTION_WEIGHTS_NAME}: it was not saved by an IlkdTrainer "
+                    "distilling into a student of this hidden size."
+                )
+            device = next(self.projection.parameters()).device
+            self.projection.load_state_dict(load_file(path, device=str(device)))
+        try:
+            return super().train(resume_from_checkpoint, *train_args, **kwargs)
+        finally:
+            # The counts belong to the training loop's accumulation windows; a later direct call counts its own batch.
+            self._normalizers = None
+
+
+def _and_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return first & second
+
+
+def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args: IlkdTrainingArguments) -> list[int]:
+    """Raise a ``ValueError`` for a teacher/student pair that cannot be distilled as configured; return the layer map."""
+    student_config, teacher_config = student.config, teacher.config
+    if student_config.vocab_size != teacher_config.vocab_size:
+        raise ValueError(
+            f"Teacher and student must share a vocabulary: the teacher has vocab_size={teacher_config.vocab_size}, "
+            f"the student vocab_size={student_config.vocab_size}."
+        )
+    student_head, teacher_head = _head_kind(student), _head_kind(teacher)
+    if student_head != teacher_head:
+        raise ValueError(
+            f"Teacher and student must have the same head: the teacher is a {type(teacher).__name__} ({teacher_head}),"
+            f" the student a {type(student).__name__} ({student_head})."
+        )
+    if "Classification" in student_head and student_config.num_labels != teacher_config.num_labels:
+        raise ValueError(
+            f"Teacher and student must predict the same labels: the teacher has num_labels={teacher_config.num_labels},"
+            f" the student num_labels={student_config.num_labels}."
+        )
+    if args.alpha_attention > 0 and student_config.num_attention_heads != teacher_config.num_attention_heads:
+        raise ValueError(
+            f"The attention loss compares heads one to one, but the teacher has num_attention_heads="
+            f"{teacher_config.num_attention_heads} and the student {student_config.num_attention_heads}; use a student "
+            "with the teacher's head count or set alpha_attention=0."
+        )
+    student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
+    if args.layer_map is None:
+        layer_losses = args.alpha_hidden > 0 or args.alpha_attention > 0
+        return default_layer_map(student_layers, teacher_layers) if layer_losses else []
+    if len(args.layer_map) != student_layers:
+        raise ValueError(
+            f"layer_map needs one teacher layer per student layer: the student has {student_layers} layers, "
+            f"layer_map={args.layer_map} has {len(args.layer_map)} entries."
+        )
+    out_of_range = [layer for layer in args.layer_map if not 0 <= layer < teacher_layers]
+    if out_of_range:
+        raise ValueError(
+            f"layer_map={args.layer_map} names teacher layers {out_of_range}, but the teacher has {teacher_layers} "
+            f"layers (valid indices 0 to {teacher_layers - 1})."
+        )
+    return list(args.layer_map)
