@@ -1,0 +1,283 @@
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""``KroneckerGPT2Config``: a ``GPT2Config`` plus the shapes of the Kronecker factors (KnGPT2, Edalati et al. 2022).
+
+Every linear map of a GPT-2 block is stored as ``W = sum_r a[r] ⊗ b[r]``. A shape field gives ``a``'s
+``(rows, cols)`` in the ``(out_features, in_features)`` convention of ``KroneckerLinear``, whatever the ``(in, out)``
+storage of GPT-2's ``Conv1D``; ``b``'s shape follows from the dense one. The word embedding ``wte`` (``V x d``) is
+``A ⊗ b`` with ``A`` of ``V x d/f`` and ``b`` a ``1 x f`` row, ``f = embedding_factor``.
+
+This file travels with every checkpoint saved with ``save_pretrained`` (``trust_remote_code``): it imports only
+transformers and its sibling ``kronecker.py``.
+"""
+
+import difflib
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import GPT2Config
+
+from .kronecker import check_kronecker_shape, divisors, kronecker_shapes
+
+
+# Config field -> the factored submodule inside each block ``h.{i}``.
+KRONECKER_GPT2_MAPS = {
+    "c_attn_a_shape": "attn.c_attn",
+    "attn_c_proj_a_shape": "attn.c_proj",
+    "c_fc_a_shape": "mlp.c_fc",
+    "mlp_c_proj_a_shape": "mlp.c_proj",
+}
+KRONECKER_GPT2_FIELDS = (*KRONECKER_GPT2_MAPS, "embedding_factor", "kronecker_rank", "kronecker_layers")
+
+# Presets resolved against the dense config's sizes, so they apply to every GPT-2 size.
+#   compression: parameter compression of each factored linear map; embedding_compression: of the word embedding;
+#   layers: "all" or "odd" (0-based indices h.1, h.3, ...).
+KRONECKER_GPT2_PRESETS = {
+    # Edalati et al. (ACL 2022), KnGPT2: the word embedding and every odd-numbered layer compressed 2x
+    # (83M parameters from GPT-2 small's 124M, the size of DistilGPT2).
+    "kngpt2": {"compression": 2.0, "embedding_compression": 2.0, "layers": "odd"},
+}
+
+# Dimensions a Kronecker config must share with the dense config it was made for.
+_ARCHITECTURE_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
+
+# Written into every saved config.json, so that each AutoModel* class loads the checkpoint with trust_remote_code=True,
+# whichever head saved it (save_pretrained alone names only the saved class). Module names are the file names that
+# save_pretrained copies beside the weights.
+KRONECKER_GPT2_AUTO_MAP = {
+    "AutoConfig": "configuration_kronecker_gpt2.KroneckerGPT2Config",
+    "AutoModel": "modeling_kronecker_gpt2.KroneckerGPT2Model",
+    "AutoModelForCausalLM": "modeling_kronecker_gpt2.KroneckerGPT2LMHeadModel",
+    "AutoModelForSequenceClassification": "modeling_kronecker_gpt2.KroneckerGPT2ForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_kronecker_gpt2.KroneckerGPT2ForTokenClassification",
+}
+
+
+@strict
+class KroneckerGPT2Config(GPT2Config):
+    r"""
+    GPT-2 with Kronecker-factored linear maps and word embedding. All fields of ``GPT2Config``, plus:
+
+    c_attn_a_shape (`tuple[int, int]`, *optional*):
+        ``a``'s shape for the query/key/value map ``attn.c_attn`` (``3d x d``). ``None`` keeps it dense.
+    attn_c_proj_a_shape (`tuple[int, int]`, *optional*):
+        ``a``'s shape for the attention output ``attn.c_proj`` (``d x d``).
+    c_fc_a_shape (`tuple[int, int]`, *optional*):
+        ``a``'s shape for the MLP input ``mlp.c_fc`` (``inner x d``, ``inner = n_inner or 4d``).
+    mlp_c_proj_a_shape (`tuple[int, int]`, *optional*):
+        ``a``'s shape for the MLP output ``mlp.c_proj`` (``d x inner``).
+    embedding_factor (`int`, *optional*):
+        ``f``: ``wte = sum_r A[r] ⊗ b[r]`` with ``A[r]`` of ``vocab_size x d/f`` and ``b[r]`` of ``1 x f``. ``None`` keeps
+        it dense. The language-model head stays tied to it.
+    kronecker_rank (`int`, *optional*, defaults to 1):
+        Number of summed Kronecker products in every factored weight.
+    kronecker_layers (`list[int]`, *optional*):
+        0-based indices of the blocks whose maps are factored; ``None`` means all of them.
+
+    ```python
+    >>> from transformers import GPT2Config
+    >>> config = KroneckerGPT2Config.from_dense_config(GPT2Config(), "kngpt2")
+    >>> config.kronecker_layers, config.c_fc_a_shape, config.embedding_factor
+    ([1, 3, 5, 7, 9, 11], (1, 2), 2)
+    ```
+    """
+
+    model_type = "kronecker_gpt2"
+    PRESETS = KRONECKER_GPT2_PRESETS
+
+    # Untyped containers: JSON gives lists, Python callers tuples; `_check_kronecker_fields` checks the entries.
+    c_attn_a_shape: list | tuple | None = None
+    attn_c_proj_a_shape: list | tuple | None = None
+    c_fc_a_shape: list | tuple | None = None
+    mlp_c_proj_a_shape: list | tuple | None = None
+    embedding_factor: int | None = None
+    kronecker_rank: int = 1
+    kronecker_layers: list | tuple | None = None
+
+    def __post_init__(self, **kwargs):
+        # from_pretrained passes the checkpoint's model_type: a dense `gpt2` or a `kronecker_bert` checkpoint would
+        # otherwise load with a warning and silently random Kronecker factors.
+        model_type = kwargs.pop("model_type", self.model_type)
+        if model_type != self.model_type:
+            raise ValueError(
+                f"This is a `{model_type}` config, not a `{self.model_type}` one, so it cannot build a KroneckerGPT2 "
+                "model. To compress a dense GPT-2 checkpoint, load it with transformers and call "
+                "kron_transformers.compress(model, compression); to load a Kronecker checkpoint of another family, "
+                "use its own class or an AutoModel class."
+            )
+        for name in KRONECKER_GPT2_MAPS:
+            if isinstance(getattr(self, name), (list, tuple)):
+                setattr(self, name, tuple(getattr(self, name)))
+        if isinstance(self.kronecker_layers, (list, tuple)):
+            self.kronecker_layers = list(self.kronecker_layers)
+        super().__post_init__(**kwargs)
+        self._check_kronecker_fields()
+
+    def dense_shapes(self) -> dict[str, tuple[int, int]]:
+        """``(out_features, in_features)`` of the map each shape field factors."""
+        return _dense_shapes(self)
+
+    @property
+    def factored_layers(self) -> list[int]:
+        """0-based indices of the blocks whose linear maps are factored."""
+        return list(range(self.n_layer)) if self.kronecker_layers is None else sorted(self.kronecker_layers)
+
+    def kronecker_linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """``{submodule path inside GPT2Model: a_shape}`` for every factored linear map (``"h.1.mlp.c_fc": (1, 2)``)."""
+        return {
+            f"h.{layer}.{path}": getattr(self, field)
+            for layer in self.factored_layers
+            for field, path in KRONECKER_GPT2_MAPS.items()
+            if getattr(self, field) is not None
+        }
+
+    def kronecker_embedding_factors(self) -> dict[str, int]:
+        """``{submodule path inside GPT2Model: factor}`` for the factored word embedding, if any."""
+        return {"wte": self.embedding_factor} if self.embedding_factor is not None else {}
+
+    def _check_kronecker_fields(self) -> None:
+        rank = self.kronecker_rank
+        if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
+            raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
+        for field, (out_features, in_features) in self.dense_shapes().items():
+            a_shape = getattr(self, field)
+            if a_shape is None:
+                continue
+            b_shape = check_kronecker_shape(out_features, in_features, a_shape, name=field)
+            max_rank = min(math.prod(a_shape), math.prod(b_shape))
+            if rank > max_rank:
+                raise ValueError(
+                    f"kronecker_rank={rank} exceeds the largest useful rank {max_rank} of {field}={a_shape} "
+                    f"(b_shape={b_shape}) for the {out_features}x{in_features} map."
+                )
+        factor = self.embedding_factor
+        if factor is not None:
+            if isinstance(factor, bool) or not (isinstance(factor, int) and factor >= 1):
+                raise ValueError(f"embedding_factor must be a positive integer or None; got {factor!r}.")
+            if self.n_embd % factor != 0:
+                raise ValueError(
+                    f"embedding_factor={factor} does not divide n_embd={self.n_embd}. Divisors of {self.n_embd} that "
+                    f"would work: {divisors(self.n_embd)}."
+                )
+            if rank > factor:
+                raise ValueError(f"kronecker_rank={rank} exceeds embedding_factor={factor}, the embedding's largest rank.")
+        if self.kronecker_layers is not None:
+            layers = self.kronecker_layers
+            if not isinstance(layers, list):
+                raise ValueError(f"kronecker_layers must be a list of block indices or None; got {layers!r}.")
+            bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.n_layer]
+            if bad or len(set(layers)) != len(layers):
+                raise ValueError(
+                    f"kronecker_layers must list distinct block indices in [0, {self.n_layer}) (n_layer={self.n_layer}); "
+                    f"got {layers!r}" + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
+                )
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        # Name every head in auto_map (entries already there, e.g. from a Hub repository, win).
+        self.auto_map = {**KRONECKER_GPT2_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
+    def from_dense_config(cls, dense_config: GPT2Config, compression, **kwargs) -> "KroneckerGPT2Config":
+        """The Kronecker config for a dense ``GPT2Config``.
+
+        Args:
+            dense_config: the config of the dense GPT-2 to compress; every field is kept.
+            compression: a preset name (``"kngpt2"``), a parameter compression ratio for every factored map and the
+                word embedding (``4.0``: shapes from ``kronecker_shapes`` for the dense sizes), or a
+                ``KroneckerGPT2Config`` whose Kronecker fields are taken (its sizes must match ``dense_config``'s).
+            **kwargs: overrides for the Kronecker fields (``kronecker_rank=2``, ``kronecker_layers=[0, 2]``,
+                ``embedding_factor=None``, ...); ``rank`` is accepted for ``kronecker_rank``. A ratio or a preset
+                picks shapes for the requested rank.
+        """
+        if isinstance(dense_config, KroneckerGPT2Config) or not isinstance(dense_config, GPT2Config):
+            raise ValueError(
+                f"dense_config must be the GPT2Config of a dense model; got a {type(dense_config).__name__}."
+            )
+        if "rank" in kwargs:
+            if "kronecker_rank" in kwargs:
+                raise ValueError("Pass either rank or kronecker_rank, not both.")
+            kwargs["kronecker_rank"] = kwargs.pop("rank")
+        unknown = [key for key in kwargs if key not in KRONECKER_GPT2_FIELDS]
+        if unknown:
+            hints = {key: difflib.get_close_matches(key, KRONECKER_GPT2_FIELDS, n=1) for key in unknown}
+            raise ValueError(
+                f"Unknown KroneckerGPT2 option(s) {unknown}"
+                + "".join(f" (did you mean {hint[0]!r} for {key!r}?)" for key, hint in hints.items() if hint)
+                + f"; the options are {list(KRONECKER_GPT2_FIELDS)} (and rank for kronecker_rank)."
+            )
+        rank = kwargs.get("kronecker_rank", 1)
+        if isinstance(compression, KroneckerGPT2Config):
+            mismatched = [
+                f"{name}: {getattr(dense_config, name)} in the dense config but {getattr(compression, name)} in the "
+                "Kronecker config"
+                for name in _ARCHITECTURE_FIELDS
+                if getattr(dense_config, name) != getattr(compression, name)
+            ]
+            dense_inner, kronecker_inner = _dense_shapes(dense_config)["c_fc_a_shape"][0], compression.dense_shapes()["c_fc_a_shape"][0]
+            if dense_inner != kronecker_inner:
+                mismatched.append(
+                    f"MLP inner size: {dense_inner} in the dense config but {kronecker_inner} in the Kronecker config"
+                )
+            if mismatched:
+                raise ValueError(f"The Kronecker config does not fit the dense model: {'; '.join(mismatched)}.")
+            fields = {name: getattr(compression, name) for name in KRONECKER_GPT2_FIELDS}
+        elif isinstance(compression, str):
+            if compression not in KRONECKER_GPT2_PRESETS:
+                raise ValueError(
+                    f"Unknown preset {compression!r}; the GPT-2 presets are {sorted(KRONECKER_GPT2_PRESETS)}. "
+                    "Pass a compression ratio (e.g. 4.0) or a KroneckerGPT2Config instead."
+                )
+            preset = KRONECKER_GPT2_PRESETS[compression]
+            fields = _fields_for_ratio(
+                dense_config, preset["compression"], preset["embedding_compression"], rank, preset["layers"]
+            )
+        elif isinstance(compression, (int, float)) and not isinstance(compression, bool) and compression > 0:
+            fields = _fields_for_ratio(dense_config, float(compression), float(compression), rank, "all")
+        else:
+            raise ValueError(
+                f"compression must be a preset name {sorted(KRONECKER_GPT2_PRESETS)}, a positive ratio or a "
+                f"KroneckerGPT2Config; got {compression!r}."
+            )
+        config_dict = dense_config.to_dict()
+        for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
+            config_dict.pop(key, None)
+        # Keep the dense model's attention backend (eager, sdpa, ...), as the model outputs are compared against it.
+        config_dict["attn_implementation"] = dense_config._attn_implementation
+        return cls(**{**config_dict, **fields, **kwargs})
+
+
+def _dense_shapes(config: GPT2Config) -> dict[str, tuple[int, int]]:
+    d = config.n_embd
+    inner = config.n_inner if config.n_inner is not None else 4 * d
+    return {"c_attn_a_shape": (3 * d, d), "attn_c_proj_a_shape": (d, d), "c_fc_a_shape": (inner, d), "mlp_c_proj_a_shape": (d, inner)}
+
+
+def _fields_for_ratio(
+    dense_config: GPT2Config, compression: float, embedding_compression: float, rank: int, layers: str
+) -> dict:
+    """Kronecker fields compressing every map ``compression``x and the embedding ``embedding_compression``x."""
+    if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
+        raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
+    fields = {}
+    for field, (out_features, in_features) in _dense_shapes(dense_config).items():
+        shapes = kronecker_shapes(out_features, in_features, compression, rank, max_results=1)
+        if not shapes:
+            raise ValueError(f"No Kronecker shape of rank {rank} exists for the {out_features}x{in_features} map ({field}).")
+        fields[field] = shapes[0]
+    fields["embedding_factor"] = _embedding_factor(dense_config.vocab_size, dense_config.n_embd, embedding_compression, rank)
+    fields["kronecker_rank"] = rank
+    fields["kronecker_layers"] = None if layers == "all" else list(range(1, dense_config.n_layer, 2))
+    return fields
+
+
+def _embedding_factor(vocab_size: int, embedding_dim: int, compression: float, rank: int) -> int:
+    """The ``f`` dividing ``embedding_dim`` whose compression ``V d / (rank (V d/f + f))`` is nearest ``compression``."""
+    candidates = [f for f in divisors(embedding_dim) if f >= rank]
+    if not candidates:
+        raise ValueError(f"No embedding factor supports kronecker_rank={rank} for embedding_dim={embedding_dim}.")
+
+    def distance(f: int) -> float:
+        achieved = vocab_size * embedding_dim / (rank * (vocab_size * embedding_dim // f + f))
+        return abs(math.log(achieved / compression))
+
+    return min(candidates, key=lambda f: (distance(f), f))
