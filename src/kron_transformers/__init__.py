@@ -11,6 +11,32 @@ from .kronecker import (
 )
 from .compression import CompressionReport, ModuleReport, compress
 from .layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedLogits, replace_with_kronecker_modules
+from .configuration_kronecker_bert import KRONECKER_BERT_PRESETS, KroneckerBertConfig
+from .modeling_kronecker_bert import (
+    KroneckerBertForMaskedLM,
+    KroneckerBertForMultipleChoice,
+    KroneckerBertForQuestionAnswering,
+    KroneckerBertForSequenceClassification,
+    KroneckerBertForTokenClassification,
+    KroneckerBertModel,
+    KroneckerBertPreTrainedModel,
+    register_kronecker_bert,
+)
+from .configuration_kronecker_gpt2 import KRONECKER_GPT2_PRESETS, KroneckerGPT2Config
+from .modeling_kronecker_gpt2 import (
+    KroneckerGPT2ForSequenceClassification,
+    KroneckerGPT2ForTokenClassification,
+    KroneckerGPT2LMHeadModel,
+    KroneckerGPT2Model,
+    KroneckerGPT2PreTrainedModel,
+    register_kronecker_gpt2,
+)
+from .gpt2_tokenizer import load_gpt2_tokenizer
+
+
+# AutoConfig/AutoModel* can build and load KroneckerBERT and KroneckerGPT2; save_pretrained copies its code beside the weights.
+register_kronecker_bert()
+register_kronecker_gpt2()
 
 
 __version__ = "0.1.0.dev0"
@@ -22,6 +48,23 @@ __all__ = [
     "KroneckerEmbedding",
     "KroneckerLinear",
     "KroneckerTiedLogits",
+    "KRONECKER_BERT_PRESETS",
+    "KroneckerBertConfig",
+    "KroneckerBertForMaskedLM",
+    "KroneckerBertForMultipleChoice",
+    "KroneckerBertForQuestionAnswering",
+    "KroneckerBertForSequenceClassification",
+    "KroneckerBertForTokenClassification",
+    "KroneckerBertModel",
+    "KroneckerBertPreTrainedModel",
+    "KRONECKER_GPT2_PRESETS",
+    "KroneckerGPT2Config",
+    "KroneckerGPT2ForSequenceClassification",
+    "KroneckerGPT2ForTokenClassification",
+    "KroneckerGPT2LMHeadModel",
+    "KroneckerGPT2Model",
+    "KroneckerGPT2PreTrainedModel",
+    "load_gpt2_tokenizer",
     "kron_flops",
     "kron_linear",
     "kron_weight",

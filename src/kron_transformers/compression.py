@@ -11,11 +11,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .layers import KroneckerEmbedding, KroneckerLinear, _dense_weight
+from .modeling_kronecker_bert import KRONECKER_BERT_CLASSES
+from .modeling_kronecker_gpt2 import KRONECKER_GPT2_CLASSES
 
 
 # The one table of supported architectures: each Kronecker class subclasses the dense class it replaces.
 # Model families append their classes here (see modeling_kronecker_*.py).
 KRONECKER_MODEL_CLASSES: list[type[PreTrainedModel]] = []
+KRONECKER_MODEL_CLASSES.extend(KRONECKER_BERT_CLASSES)
+KRONECKER_MODEL_CLASSES.extend(KRONECKER_GPT2_CLASSES)
 
 
 def kronecker_class_for(dense_model: nn.Module) -> type[PreTrainedModel]:
