@@ -66,8 +66,8 @@ class KroneckerGPT2Config(GPT2Config):
     mlp_c_proj_a_shape (`tuple[int, int]`, *optional*):
         ``a``'s shape for the MLP output ``mlp.c_proj`` (``d x inner``).
     embedding_factor (`int`, *optional*):
-        ``f``: ``wte = sum_r A[r] ⊗ b[r]`` with ``A[r]`` of ``vocab_size x d/f`` and ``b[r]`` of ``1 x f``. ``None`` keeps
-        it dense. The language-model head stays tied to it.
+        ``f``: ``wte = sum_r A[r] ⊗ b[r]`` with ``A[r]`` of ``vocab_size x d/f`` and ``b[r]`` of ``1 x f``. ``None``
+        keeps it dense. The language-model head stays tied to it.
     kronecker_rank (`int`, *optional*, defaults to 1):
         Number of summed Kronecker products in every factored weight.
     kronecker_layers (`list[int]`, *optional*):
@@ -122,7 +122,7 @@ class KroneckerGPT2Config(GPT2Config):
         return list(range(self.n_layer)) if self.kronecker_layers is None else sorted(self.kronecker_layers)
 
     def kronecker_linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """``{submodule path inside GPT2Model: a_shape}`` for every factored linear map (``"h.1.mlp.c_fc": (1, 2)``)."""
+        """``{submodule path inside GPT2Model: a_shape}`` for every factored map, e.g. ``{"h.1.mlp.c_fc": (1, 2)}``."""
         return {
             f"h.{layer}.{path}": getattr(self, field)
             for layer in self.factored_layers
@@ -159,7 +159,9 @@ class KroneckerGPT2Config(GPT2Config):
                     f"would work: {divisors(self.n_embd)}."
                 )
             if rank > factor:
-                raise ValueError(f"kronecker_rank={rank} exceeds embedding_factor={factor}, the embedding's largest rank.")
+                raise ValueError(
+                    f"kronecker_rank={rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
+                )
         if self.kronecker_layers is not None:
             layers = self.kronecker_layers
             if not isinstance(layers, list):
@@ -167,8 +169,9 @@ class KroneckerGPT2Config(GPT2Config):
             bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.n_layer]
             if bad or len(set(layers)) != len(layers):
                 raise ValueError(
-                    f"kronecker_layers must list distinct block indices in [0, {self.n_layer}) (n_layer={self.n_layer}); "
-                    f"got {layers!r}" + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
+                    f"kronecker_layers must list distinct block indices in [0, {self.n_layer}) "
+                    f"(n_layer={self.n_layer}); got {layers!r}"
+                    + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
                 )
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
@@ -213,7 +216,8 @@ class KroneckerGPT2Config(GPT2Config):
                 for name in _ARCHITECTURE_FIELDS
                 if getattr(dense_config, name) != getattr(compression, name)
             ]
-            dense_inner, kronecker_inner = _dense_shapes(dense_config)["c_fc_a_shape"][0], compression.dense_shapes()["c_fc_a_shape"][0]
+            dense_inner = _dense_shapes(dense_config)["c_fc_a_shape"][0]
+            kronecker_inner = compression.dense_shapes()["c_fc_a_shape"][0]
             if dense_inner != kronecker_inner:
                 mismatched.append(
                     f"MLP inner size: {dense_inner} in the dense config but {kronecker_inner} in the Kronecker config"
@@ -249,7 +253,12 @@ class KroneckerGPT2Config(GPT2Config):
 def _dense_shapes(config: GPT2Config) -> dict[str, tuple[int, int]]:
     d = config.n_embd
     inner = config.n_inner if config.n_inner is not None else 4 * d
-    return {"c_attn_a_shape": (3 * d, d), "attn_c_proj_a_shape": (d, d), "c_fc_a_shape": (inner, d), "mlp_c_proj_a_shape": (d, inner)}
+    return {
+        "c_attn_a_shape": (3 * d, d),
+        "attn_c_proj_a_shape": (d, d),
+        "c_fc_a_shape": (inner, d),
+        "mlp_c_proj_a_shape": (d, inner),
+    }
 
 
 def _fields_for_ratio(
@@ -262,16 +271,23 @@ def _fields_for_ratio(
     for field, (out_features, in_features) in _dense_shapes(dense_config).items():
         shapes = kronecker_shapes(out_features, in_features, compression, rank, max_results=1)
         if not shapes:
-            raise ValueError(f"No Kronecker shape of rank {rank} exists for the {out_features}x{in_features} map ({field}).")
+            raise ValueError(
+                f"No Kronecker shape of rank {rank} exists for the {out_features}x{in_features} map ({field})."
+            )
         fields[field] = shapes[0]
-    fields["embedding_factor"] = _embedding_factor(dense_config.vocab_size, dense_config.n_embd, embedding_compression, rank)
+    fields["embedding_factor"] = _embedding_factor(
+        dense_config.vocab_size, dense_config.n_embd, embedding_compression, rank
+    )
     fields["kronecker_rank"] = rank
     fields["kronecker_layers"] = None if layers == "all" else list(range(1, dense_config.n_layer, 2))
     return fields
 
 
 def _embedding_factor(vocab_size: int, embedding_dim: int, compression: float, rank: int) -> int:
-    """The ``f`` dividing ``embedding_dim`` whose compression ``V d / (rank (V d/f + f))`` is nearest ``compression``."""
+    """The ``f`` dividing ``embedding_dim`` whose compression ``V d / (rank (V d/f + f))`` is nearest ``compression``.
+
+    Ties go to the smaller ``f`` (the cheaper lookup).
+    """
     candidates = [f for f in divisors(embedding_dim) if f >= rank]
     if not candidates:
         raise ValueError(f"No embedding factor supports kronecker_rank={rank} for embedding_dim={embedding_dim}.")

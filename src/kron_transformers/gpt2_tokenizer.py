@@ -84,7 +84,9 @@ def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
                 break
             parts[best : best + 2] = [parts[best] + parts[best + 1]]
         if len(parts) != 2:
-            raise OSError(f"Token {token!r} (rank {rank}) is not the merge of two lower-ranked tokens: not a BPE file.")
+            raise OSError(
+                f"Token {token!r} (rank {rank}) is not the merge of two lower-ranked tokens: not a BPE rank file."
+            )
         merges.append((parts[0], parts[1]))
     return merges
 
@@ -93,7 +95,9 @@ def build_gpt2_tokenizer(tiktoken_path: str | os.PathLike) -> GPT2TokenizerFast:
     """GPT-2's tokenizer (vocab 50,257, byte-level BPE) from a ``gpt2.tiktoken`` rank file."""
     ranks = read_tiktoken_ranks(tiktoken_path)
     if len(ranks) != END_OF_TEXT_ID:
-        raise OSError(f"{tiktoken_path} has {len(ranks)} tokens; GPT-2's BPE has {END_OF_TEXT_ID} (then {END_OF_TEXT}).")
+        raise OSError(
+            f"{tiktoken_path} has {len(ranks)} tokens; GPT-2's BPE has {END_OF_TEXT_ID} (then {END_OF_TEXT})."
+        )
     byte_encoder = bytes_to_unicode()
 
     def to_symbols(token: bytes) -> str:
