@@ -34,7 +34,8 @@ from .modeling_kronecker_gpt2 import (
 from .gpt2_tokenizer import load_gpt2_tokenizer
 
 
-# AutoConfig/AutoModel* can build and load KroneckerBERT and KroneckerGPT2; save_pretrained copies its code beside the weights.
+# AutoConfig/AutoModel* can build and load KroneckerBERT and KroneckerGPT2; save_pretrained copies their code beside
+# the weights.
 register_kronecker_bert()
 register_kronecker_gpt2()
 
