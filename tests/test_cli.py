@@ -1,0 +1,313 @@
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors
+import torch
+from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
+from tokenizers import ByteLevelBPETokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizer,
+    DistilBertConfig,
+    DistilBertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
+import kron_transformers
+from kron_transformers import compress
+from kron_transformers.cli import auto_class_for, main
+
+
+VENV_BIN = Path(sys.executable).parent
+BERT_CODE = {"configuration_kronecker_bert.py", "modeling_kronecker_bert.py", "layers.py", "kronecker.py"}
+GPT2_CODE = {"configuration_kronecker_gpt2.py", "modeling_kronecker_gpt2.py", "layers.py", "kronecker.py"}
+WORDS = "the a cat dog sat on mat and ran fast slow red big small".split()
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A tiny dense BertForMaskedLM with a WordPiece tokenizer and a model card declaring its licence."""
+    folder = tmp_path_factory.mktemp("dense") / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    vocab = folder.parent / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny BERT\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    """A tiny dense GPT2LMHeadModel with a byte-level BPE tokenizer."""
+    folder = tmp_path_factory.mktemp("dense") / "tiny-gpt2"
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(WORDS)] * 4, vocab_size=280, min_frequency=1, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=len(tokenizer), n_positions=32, bos_token_id=0,
+                        eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def distil_dir(tmp_path_factory):
+    """A dense architecture the package does not compress."""
+    folder = tmp_path_factory.mktemp("dense") / "tiny-distilbert"
+    DistilBertModel(DistilBertConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=32, vocab_size=32)).save_pretrained(folder)
+    return folder
+
+
+def run_cli(capsys, *args):
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("kron-compress: error:")]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden staging folders the CLI may have left beside its target."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_bert_checkpoint_compresses_reloads_and_prints_the_table(capsys, tmp_path, bert_dir):
+    out_dir = tmp_path / "runs" / "kronecker-bert"  # missing parents are created
+    status, out, err = run_cli(capsys, bert_dir, out_dir, "--compression", "4")
+    assert status == 0, err
+
+    # The per-module table and the totals, as CompressionReport.to_markdown() prints them.
+    dense = BertForMaskedLM.from_pretrained(bert_dir).eval()
+    expected = compress(dense, 4.0, show_progress=False).eval()
+    assert expected.compression_report.to_markdown() in out
+    assert "| bert.encoder.layer.1.output.dense | 32x64 |" in out
+    assert f"| **total (whole model)** | | | | | {dense.num_parameters():,} | {expected.num_parameters():,} |" in out
+    assert "Kronecker factorisation" in err  # the progress bar
+
+    files = {p.name for p in out_dir.iterdir()}
+    assert BERT_CODE | {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= files
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["model_type"] == "kronecker_bert" and config["architectures"] == ["KroneckerBertForMaskedLM"]
+    assert config["auto_map"]["AutoModelForMaskedLM"] == "modeling_kronecker_bert.KroneckerBertForMaskedLM"
+    assert leftovers(out_dir.parent) == []
+
+    # Transformers alone reloads it (remote code) and computes what compress() computes in-process.
+    reloaded = AutoModelForMaskedLM.from_pretrained(out_dir, trust_remote_code=True).eval()
+    assert type(reloaded).__name__ == "KroneckerBertForMaskedLM"
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    batch = tokenizer(["the cat sat on the mat", "a dog ran"], padding=True, return_tensors="pt")
+    assert batch["input_ids"].tolist() == BertTokenizer.from_pretrained(bert_dir)(
+        ["the cat sat on the mat", "a dog ran"], padding=True
+    )["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, expected(**batch).logits)
+
+    card = ModelCard.load(out_dir / "README.md")
+    assert card.data.license == "apache-2.0"  # inherited from the base model's card
+    assert card.data.model_name == "kronecker-bert"
+    assert f"**{expected.num_parameters():,}** parameters instead of {dense.num_parameters():,}" in card.text
+    assert "Base model: `tiny-bert`" in card.text  # a local folder's name, not its path
+    assert 'AutoModelForMaskedLM.from_pretrained("kronecker-bert", trust_remote_code=True)' in card.text
+
+
+def test_gpt2_preset_rank_and_dtype(capsys, tmp_path, gpt2_dir):
+    out_dir = tmp_path / "kngpt2"
+    status, out, err = run_cli(capsys, gpt2_dir, out_dir, "--preset", "kngpt2", "--rank", "2", "--dtype", "bfloat16")
+    assert status == 0, err
+    # KnGPT2 factors the odd blocks only: block 1 of 2, and the embedding.
+    assert "| transformer.h.1.mlp.c_fc |" in out and "| transformer.h.0." not in out
+    assert "| transformer.wte |" in out
+    files = {p.name for p in out_dir.iterdir()}
+    assert GPT2_CODE | {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= files
+    with safetensors.safe_open(out_dir / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.bfloat16}
+        assert weights.get_tensor("transformer.h.1.mlp.c_fc.a").shape[0] == 2  # rank 2
+    config = AutoConfig.from_pretrained(out_dir, trust_remote_code=True)
+    assert config.kronecker_rank == 2 and config.kronecker_layers == [1]
+    card = ModelCard.load(out_dir / "README.md")
+    assert "preset `kngpt2`, Kronecker rank 2" in card.text and card.data.license == "unknown"
+
+    model = AutoModelForCausalLM.from_pretrained(out_dir, trust_remote_code=True, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    input_ids = tokenizer("the big cat ran", return_tensors="pt")["input_ids"]
+    kronecker = compress(GPT2LMHeadModel.from_pretrained(gpt2_dir), "kngpt2", rank=2, show_progress=False)
+    expected = kronecker.to(torch.bfloat16).to(torch.float32).eval()  # the saved weights went through bfloat16
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, expected(input_ids).logits)
+
+
+def test_task_picks_the_auto_class(capsys, tmp_path, bert_dir):
+    out_dir = tmp_path / "encoder-only"
+    status, _, err = run_cli(capsys, bert_dir, out_dir, "--compression", "2", "--task", "AutoModel")
+    assert status == 0, err
+    assert json.loads((out_dir / "config.json").read_text())["architectures"] == ["KroneckerBertModel"]
+    assert type(AutoModel.from_pretrained(out_dir, trust_remote_code=True)).__name__ == "KroneckerBertModel"
+
+
+def test_auto_class_from_architectures():
+    bert = BertConfig(architectures=["BertForSequenceClassification"])
+    assert auto_class_for(bert).__name__ == "AutoModelForSequenceClassification"
+    gpt2 = GPT2Config(architectures=["GPT2LMHeadModel"])
+    assert auto_class_for(gpt2).__name__ == "AutoModelForCausalLM"
+    assert auto_class_for(GPT2Config()).__name__ == "AutoModel"  # no architectures recorded: the base model
+    assert auto_class_for(gpt2, "AutoModelForTokenClassification").__name__ == "AutoModelForTokenClassification"
+
+
+def test_overwrite_replaces_a_non_empty_output_dir(capsys, tmp_path, bert_dir):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "stale.txt").write_text("old")
+    status, out, err = run_cli(capsys, bert_dir, out_dir, "--compression", "4")
+    assert status == 1 and out == ""
+    assert error_lines(err) == [
+        f"kron-compress: error: OUTPUT_DIR '{out_dir}' exists and is not empty; pass --overwrite to replace it."
+    ]
+    assert [p.name for p in out_dir.iterdir()] == ["stale.txt"]  # untouched
+
+    status, _, err = run_cli(capsys, bert_dir, out_dir, "--compression", "4", "--overwrite")
+    assert status == 0, err
+    files = {p.name for p in out_dir.iterdir()}
+    assert "stale.txt" not in files and "model.safetensors" in files
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d: [d["tmp"] / "no-such-folder", "--compression", "4"], r"MODEL '.*no-such-folder': no such folder"),
+        (lambda d: [d["tmp"] / "a-file.txt", "--compression", "4"], r"MODEL '.*a-file.txt' is a file"),
+        (
+            lambda d: ["someone/not-cached", "--compression", "4"],
+            r"Cannot read the config of MODEL 'someone/not-cached' \(not a local folder; fetching it from the Hub",
+        ),
+        (lambda d: [d["distil"], "--compression", "4"], r"Cannot compress a DistilBertModel: supported .* BertModel"),
+        (lambda d: [d["bert"], "--preset", "nonsense"], r"Unknown preset 'nonsense'; the BERT presets are"),
+        (
+            lambda d: [d["bert"], "--preset", "kronecker-bert-8"],
+            r"The preset 'kronecker-bert-8' holds the paper's factor shapes for BERT_BASE",
+        ),
+        (lambda d: [d["bert"], "--compression", "4", "--rank", "40"], r"No Kronecker shape of rank 40 exists"),
+        (lambda d: [d["bert"], "--compression", "4", "--task", "AutoFoo"], r"--task 'AutoFoo' is not a transformers"),
+        (
+            lambda d: [d["gpt2"], "--compression", "4", "--task", "AutoModelForQuestionAnswering"],
+            r"Cannot compress a GPT2ForQuestionAnswering",
+        ),
+        (lambda d: [d["bert"], "--compression", "4", "--push_to_hub"], r"Cannot create the Hub repo 'out': "),
+    ],
+    ids=["missing", "file", "hub", "architecture", "preset", "preset-shapes", "rank", "task", "task-arch", "offline"],
+)
+def test_bad_input_fails_with_one_line_and_no_output(
+    capsys, tmp_path, bert_dir, gpt2_dir, distil_dir, make_args, message
+):
+    (tmp_path / "a-file.txt").write_text("x")
+    args = make_args({"tmp": tmp_path, "bert": bert_dir, "gpt2": gpt2_dir, "distil": distil_dir})
+    out_dir = tmp_path / "nested" / "out"
+    status, out, err = run_cli(capsys, args[0], out_dir, *args[1:])
+    assert status == 1
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err  # nothing but the error line
+    [line] = error_lines(err)
+    assert re.search(message, line), line
+    assert not (tmp_path / "nested").exists()
+
+
+def test_usage_errors_exit_2_with_one_line(capsys, tmp_path, bert_dir):
+    for args in ([bert_dir, tmp_path / "o"], [bert_dir, tmp_path / "o", "--compression", "-2"],
+                 [bert_dir, tmp_path / "o", "--preset", "kngpt2", "--compression", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("kron-compress: error:"), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failure_while_writing_leaves_nothing_behind(capsys, tmp_path, bert_dir, monkeypatch):
+    import kron_transformers.model_card as model_card
+
+    real = model_card.save_pretrained_with_card
+
+    def save_then_fail(model, output_dir, **kwargs):
+        real(model, output_dir, **kwargs)  # the staging folder is full at this point
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_card, "save_pretrained_with_card", save_then_fail)
+    status, _, err = run_cli(capsys, bert_dir, tmp_path / "a" / "b" / "out", "--compression", "4")
+    assert status == 1
+    [line] = error_lines(err)
+    assert "Cannot write OUTPUT_DIR" in line and "No space left on device" in line
+    assert list(tmp_path.iterdir()) == []  # neither the output, nor the staging folder, nor the parents made for it
+
+
+def test_push_to_hub_uploads_the_output_folder(capsys, tmp_path, bert_dir, monkeypatch):
+    repos, commits = [], []
+
+    def create_repo(api, repo_id, **kwargs):
+        repos.append(repo_id)
+        return RepoUrl(f"https://huggingface.co/{repo_id if '/' in repo_id else 'someone/' + repo_id}")
+
+    def create_commit(api, repo_id, operations, *, commit_message, **kwargs):
+        commits.append((repo_id, {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}))
+        return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/1", commit_message=commit_message,
+                          commit_description="", oid="1" * 40)
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    out_dir = tmp_path / "local-name"
+    status, out, err = run_cli(capsys, bert_dir, out_dir, "--compression", "4", "--push_to_hub", "--hub_model_id",
+                               "me/kronecker-tiny")
+    assert status == 0, err
+    assert repos == ["me/kronecker-tiny"]
+    [(repo_id, files)] = commits
+    assert repo_id == "me/kronecker-tiny"
+    assert set(files) == {p.name for p in out_dir.iterdir()}  # exactly the saved folder
+    assert BERT_CODE | {"config.json", "model.safetensors", "README.md"} <= set(files)
+    for name, content in files.items():
+        assert content == (out_dir / name).read_bytes()
+    assert "auto_map" in json.loads(files["config.json"])
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.model_name == "kronecker-tiny"
+    assert 'from_pretrained("me/kronecker-tiny", trust_remote_code=True)' in card.text
+    assert "Pushed to https://huggingface.co/me/kronecker-tiny/commit/1" in out
+
+
+def test_module_and_console_script_entry_points(tmp_path, bert_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out_dir = tmp_path / "via-module"
+    done = subprocess.run(
+        [sys.executable, "-m", "kron_transformers", str(bert_dir), str(out_dir), "--compression", "4"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| **total (whole model)** |" in done.stdout
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in out_dir.iterdir()}
+
+    script = VENV_BIN / "kron-compress"  # installed by `pip install -e .` (scripts/test.sh)
+    assert script.exists(), f"the kron-compress console script is not installed beside {sys.executable}"
+    failed = subprocess.run(
+        [str(script), str(bert_dir), str(out_dir), "--compression", "4"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert failed.stderr.strip().splitlines() == [
+        f"kron-compress: error: OUTPUT_DIR '{out_dir}' exists and is not empty; pass --overwrite to replace it."
+    ]
