@@ -32,6 +32,7 @@ from .modeling_kronecker_gpt2 import (
     register_kronecker_gpt2,
 )
 from .gpt2_tokenizer import load_gpt2_tokenizer
+from .model_card import DistillationStage, push_to_hub_with_card, save_pretrained_with_card, write_model_card
 
 
 # AutoConfig/AutoModel* can build and load KroneckerBERT and KroneckerGPT2; save_pretrained copies their code beside
@@ -66,6 +67,10 @@ __all__ = [
     "KroneckerGPT2Model",
     "KroneckerGPT2PreTrainedModel",
     "load_gpt2_tokenizer",
+    "DistillationStage",
+    "push_to_hub_with_card",
+    "save_pretrained_with_card",
+    "write_model_card",
     "kron_flops",
     "kron_linear",
     "kron_weight",
