@@ -74,6 +74,11 @@ def distil_dir(tmp_path_factory):
     return folder
 
 
+def flat(text: str) -> str:
+    """The text with every run of whitespace made one space (the card wraps long lines)."""
+    return " ".join(text.split())
+
+
 def run_cli(capsys, *args):
     status = main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -108,6 +113,9 @@ def test_bert_checkpoint_compresses_reloads_and_prints_the_table(capsys, tmp_pat
     assert config["model_type"] == "kronecker_bert" and config["architectures"] == ["KroneckerBertForMaskedLM"]
     assert config["auto_map"]["AutoModelForMaskedLM"] == "modeling_kronecker_bert.KroneckerBertForMaskedLM"
     assert leftovers(out_dir.parent) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # made like any folder, not private like a temp dir
 
     # Transformers alone reloads it (remote code) and computes what compress() computes in-process.
     reloaded = AutoModelForMaskedLM.from_pretrained(out_dir, trust_remote_code=True).eval()
@@ -123,7 +131,7 @@ def test_bert_checkpoint_compresses_reloads_and_prints_the_table(capsys, tmp_pat
     card = ModelCard.load(out_dir / "README.md")
     assert card.data.license == "apache-2.0"  # inherited from the base model's card
     assert card.data.model_name == "kronecker-bert"
-    assert f"**{expected.num_parameters():,}** parameters instead of {dense.num_parameters():,}" in card.text
+    assert f"**{expected.num_parameters():,}** parameters instead of {dense.num_parameters():,}" in flat(card.text)
     assert "Base model: `tiny-bert`" in card.text  # a local folder's name, not its path
     assert 'AutoModelForMaskedLM.from_pretrained("kronecker-bert", trust_remote_code=True)' in card.text
 

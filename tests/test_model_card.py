@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_FILES = {"configuration_kronecker_gpt2.py", "modeling_kronecker_gpt2.py", "layers.py", "kronecker.py"}
 
 
+def flat(text: str) -> str:
+    """The text with every run of whitespace made one space (the card wraps long lines)."""
+    return " ".join(text.split())
+
+
 def tiny_gpt2(seed=0):
     torch.manual_seed(seed)
     config = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=96, n_positions=32, bos_token_id=0, eos_token_id=0)
@@ -111,9 +116,13 @@ def test_card_is_filled_with_the_models_numbers(tmp_path):
     # Whole-model parameter counts are the dense and the Kronecker models' own.
     before, after = dense.num_parameters(), model.num_parameters()
     assert before == report.dense_model_parameters and after == report.kronecker_model_parameters
-    assert f"**{after:,}** parameters instead of {before:,}" in text
+    assert f"**{after:,}** parameters instead of {before:,} (**{before / after:.2f}x** smaller)" in flat(text)
     assert f"Parameters: {before:,} before, {after:,} after" in text
     assert f"({before / after:.2f}x for the whole model" in text
+    factored = sum(m.dense_parameters for m in report.modules) / sum(m.kronecker_parameters for m in report.modules)
+    assert f"{factored:.2f}x for the {sum(m.dense_parameters for m in report.modules):,} weights of the 9 factored" in flat(
+        text
+    )
     assert "preset `my-preset`, Kronecker rank 1" in text
 
     # One row per module type, with the shapes of the model's modules and the mean reconstruction error.
@@ -166,7 +175,7 @@ def test_card_without_report_results_or_distillation(tmp_path):
     assert meta["license"] == "unknown" and meta["pipeline_tag"] == "feature-extraction"
     assert {"kroneckerbert", "bert"} <= set(meta["tags"])
     # Counts derived from the Kronecker model alone still equal the dense model's.
-    assert f"**{model.num_parameters():,}** parameters instead of {dense.num_parameters():,}" in text
+    assert f"**{model.num_parameters():,}** parameters instead of {dense.num_parameters():,}" in flat(text)
     assert "- Base model: `./checkpoints/my-bert`" in text
     assert table_row(text, "`encoder.layer.*.attention.self.query`")[-1] == "n/a"
     assert "not recorded for this checkpoint" in text

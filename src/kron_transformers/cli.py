@@ -224,7 +224,8 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         try:
             repo_id = create_repo(args.hub_model_id or target.name)
         except (OSError, ValueError) as error:
-            raise CliError(f"Cannot create the Hub repo {args.hub_model_id or target.name!r}: {_one_line(error)}")
+            name = args.hub_model_id or target.name
+            raise CliError(f"Cannot create the Hub repo {name!r}: {_one_line(error)}") from error
 
     try:
         dense = auto.from_pretrained(source, dtype=torch.float32)
@@ -259,6 +260,9 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
     created = _make_parent(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the checkpoint private to its writer
         save_pretrained_with_card(
             model,
             staging,
@@ -275,8 +279,13 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         if target.exists():  # --overwrite (or an empty folder): swap, then drop the old one
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(old / "previous", target)  # put the old checkpoint back
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
     except BaseException as error:
@@ -295,7 +304,9 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         try:
             commit = upload_folder(target, repo_id)
         except (OSError, ValueError) as error:
-            raise CliError(f"Pushing to {repo_id!r} failed ({_one_line(error)}); the checkpoint is in {target}.")
+            raise CliError(
+                f"Pushing to {repo_id!r} failed ({_one_line(error)}); the checkpoint is in {target}."
+            ) from error
         print(f"Pushed to {getattr(commit, 'commit_url', None) or repo_id}")
     return target
 
