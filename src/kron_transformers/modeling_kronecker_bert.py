@@ -67,7 +67,7 @@ class KroneckerBertPreTrainedModel(BertPreTrainedModel):
             return BertPreTrainedModel._finalize_model_loading(model, load_config, loading_info)
         except RuntimeError as error:
             factors = {
-                f"{name}.{factor}": name
+                f"{name}.{factor}"
                 for name, module in model.named_modules()
                 if isinstance(module, (KroneckerLinear, KroneckerEmbedding))
                 for factor in ("a", "b")
