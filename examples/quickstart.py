@@ -66,7 +66,7 @@ def write_data(args, data_dir: Path):
 
 def common_training_flags(args, output_dir: Path):
     return [
-        "--output_dir", str(output_dir), "--overwrite_output_dir", "--seed", str(args.seed),
+        "--output_dir", str(output_dir), "--seed", str(args.seed),
         "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "128",
         "--max_seq_length", str(args.max_seq_length), "--save_strategy", "no", "--report_to", "none",
         "--logging_steps", "25", "--dataloader_num_workers", "0", "--disable_tqdm", "false",

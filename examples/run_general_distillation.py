@@ -11,7 +11,8 @@ ones (their weights are ``--alpha_task`` and ``--alpha_logits``). Like Transform
         --do_train --do_eval --max_steps 2000 --output_dir ./kronecker-bert-8-general
 
 The student is ``--model_name_or_path`` (a Kronecker checkpoint) or, with ``--compression``, the teacher
-compressed by a preset or ratio. Evaluation reports the student's MLM loss or perplexity.
+compressed by a preset or ratio. Evaluation reports the student's own MLM/CLM loss (``eval_loss``) and its
+``perplexity``.
 """
 
 import logging
@@ -185,8 +186,9 @@ def main(argv=None):
     if training_args.do_eval:
         metrics = trainer.evaluate()
         metrics["eval_samples"] = len(eval_dataset)
-        if objective == "clm" and "eval_loss" in metrics:
-            metrics["perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+        # IlkdTrainer evaluates the student's own MLM/CLM loss (not the distillation loss), as run_mlm.py/run_clm.py.
+        if "eval_loss" in metrics:
+            metrics["perplexity"] = math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else float("inf")
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
 

@@ -173,7 +173,7 @@ def main(argv=None):
     else:
         is_regression = reference_split.features["label"].dtype in ("float32", "float64")
         label_list = None if is_regression else sorted(
-            set().union(*(set(raw_datasets[s].unique("label")) for s in raw_datasets if s != "test"))
+            set().union(*(set(raw_datasets[s].unique("label")) for s in raw_datasets if s != "test")) - {None}
         )
     num_labels = 1 if is_regression else len(label_list)
 
@@ -245,7 +245,9 @@ def main(argv=None):
         texts = (examples[sentence1_key],) if sentence2_key is None else (examples[sentence1_key], examples[sentence2_key])
         result = tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
         if label_to_id is not None and "label" in examples:
-            result["label"] = [label_to_id[label] if label != -1 else -1 for label in examples["label"]]
+            # An unlabelled test file loaded beside labelled ones gets a label column of None: keep GLUE's -1.
+            result["label"] = [-1 if label is None or label == -1 else label_to_id[label]
+                               for label in examples["label"]]
         return result
 
     with training_args.main_process_first(desc="dataset map pre-processing"):
