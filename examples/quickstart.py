@@ -124,7 +124,7 @@ def main(argv=None):
     print(f"\n=== 4/4 stage 2: task ILKD on the sentiment snippets ({args.stage2_epochs} epochs) ===", flush=True)
     run_glue.main(["--model_name_or_path", str(out / "student-stage1"), "--teacher_name_or_path", str(out / "teacher"),
                    *glue_data, "--do_train", "--do_eval", "--num_train_epochs", str(args.stage2_epochs),
-                   "--learning_rate", "1e-4", "--warmup_ratio", "0.1",
+                   "--learning_rate", "1e-4", "--warmup_steps", "0.1",
                    *common_training_flags(args, out / "student")])
 
     teacher_eval = json.loads((out / "teacher" / "eval_results.json").read_text())
