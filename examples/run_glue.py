@@ -184,6 +184,11 @@ def main(argv=None):
         model_args.model_name_or_path, num_labels=num_labels,
         finetuning_task=data_args.task_name or "text-classification", **hub_kwargs,
     )
+    if tokenizer.pad_token is None:
+        # GPT-2 (KnGPT2's GLUE runs) has no padding token: pad with EOS; its classifier reads the last non-pad token.
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
     model = AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         **hub_kwargs,
@@ -194,6 +199,8 @@ def main(argv=None):
     teacher = None
     if model_args.teacher_name_or_path is not None:
         teacher = AutoModelForSequenceClassification.from_pretrained(model_args.teacher_name_or_path, **hub_kwargs)
+        if teacher.config.pad_token_id is None:
+            teacher.config.pad_token_id = tokenizer.pad_token_id
         if teacher.config.num_labels != num_labels:
             raise ValueError(
                 f"The teacher {model_args.teacher_name_or_path} has {teacher.config.num_labels} labels but the data has "

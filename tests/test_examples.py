@@ -270,6 +270,29 @@ def test_run_glue_distils_into_a_kronecker_checkpoint_and_predicts(bert_dir, glu
     assert [line.split("\t")[1] for line in lines[1:]] == expected
 
 
+def test_run_glue_gpt2_pads_with_eos_and_distils_a_kngpt2_student(gpt2_dir, glue_files, tmp_path):
+    # GPT-2 has no padding token: the script pads with EOS and sets pad_token_id so batches of several lengths work.
+    run_glue.main(["--model_name_or_path", str(gpt2_dir), *glue_data_flags(glue_files, "sst2"), "--do_train",
+                   "--do_eval", *training_flags(tmp_path / "teacher")])
+    trainer = run_glue.main(["--model_name_or_path", str(tmp_path / "teacher"), "--compression", "2",
+                             "--teacher_name_or_path", str(tmp_path / "teacher"), *glue_data_flags(glue_files, "sst2"),
+                             "--do_train", "--do_eval", "--attention_loss", "kl", *training_flags(tmp_path / "out")])
+    assert {"loss_hidden", "loss_attention", "loss_logits"} <= logged_keys(trainer)
+    model, logits, labels = predict_sequence_classification(tmp_path / "out", glue_files["sst2", "validation"])
+    assert isinstance(model, kron_transformers.KroneckerGPT2ForSequenceClassification)
+    assert model.config.pad_token_id == AutoTokenizer.from_pretrained(tmp_path / "out").eos_token_id
+    predicted = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+    accuracy = np.mean([p == str(label) for p, label in zip(predicted, labels)])
+    assert read_json(tmp_path / "out" / "eval_results.json")["eval_accuracy"] == pytest.approx(accuracy)
+    # Padded batches classify each sentence as it is classified alone.
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    sentences = ["the film was good", "the story was very very boring and dull , not fun at all"]
+    with torch.no_grad():
+        batched = model(**tokenizer(sentences, padding=True, return_tensors="pt")).logits
+        alone = torch.cat([model(**tokenizer(sentence, return_tensors="pt")).logits for sentence in sentences])
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+
+
 def test_run_glue_rejects_bad_arguments(bert_dir, glue_files, tmp_path):
     with pytest.raises(ValueError, match="Give --task_name, --dataset_name, or --train_file"):
         run_glue.main(["--model_name_or_path", str(bert_dir), "--do_train", *training_flags(tmp_path)])
