@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
+import torch
 import transformers
 from datasets import load_dataset
 from transformers import (
@@ -116,6 +117,11 @@ class ModelArguments:
     token: str | None = field(default=None, metadata={"help": "Hub token for private models."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the Hub."})
     ignore_mismatched_sizes: bool = field(default=False, metadata={"help": "Allow a head of another size."})
+    init_missing_from_teacher: bool = field(
+        default=True,
+        metadata={"help": "Student weights missing from its checkpoint (a pooler and classifier after stage 1 on a "
+                  "masked-LM head) start as the teacher's, where names and shapes match; they are dense in both."},
+    )
 
 
 def parse_compression(value: str):
@@ -124,6 +130,19 @@ def parse_compression(value: str):
         return float(value)
     except ValueError:
         return value
+
+
+def copy_missing_weights(student, teacher, missing_keys) -> list[str]:
+    """Copy into ``student`` the teacher's tensors for its newly initialised ``missing_keys`` where shapes match."""
+    teacher_state = teacher.state_dict()
+    student_state = student.state_dict()
+    copied = []
+    with torch.no_grad():
+        for key in sorted(missing_keys):
+            if key in teacher_state and key in student_state and teacher_state[key].shape == student_state[key].shape:
+                student_state[key].copy_(teacher_state[key])
+                copied.append(key)
+    return copied
 
 
 def load_raw_datasets(data_args, model_args):
@@ -189,9 +208,9 @@ def main(argv=None):
         tokenizer.pad_token = tokenizer.eos_token
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model, loading_info = AutoModelForSequenceClassification.from_pretrained(
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-        **hub_kwargs,
+        output_loading_info=True, **hub_kwargs,
     )
     if model_args.compression is not None:
         model = kron_transformers.compress(model, parse_compression(model_args.compression))
@@ -206,6 +225,10 @@ def main(argv=None):
                 f"The teacher {model_args.teacher_name_or_path} has {teacher.config.num_labels} labels but the data has "
                 f"{num_labels}: fine-tune the teacher on this task first."
             )
+        if model_args.init_missing_from_teacher and model_args.compression is None:
+            copied = copy_missing_weights(model, teacher, loading_info["missing_keys"])
+            if copied:
+                logger.info(f"Initialised from the teacher (missing in the student checkpoint): {', '.join(copied)}")
 
     # Column names: the task's, or the usual ones for local files.
     if data_args.task_name is not None:
