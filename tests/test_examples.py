@@ -654,3 +654,23 @@ def test_postprocess_rejects_mismatched_predictions():
     examples, features = hand_features()
     with pytest.raises(ValueError, match="Got 1 start and 1 end logit rows for 2 features"):
         postprocess_qa_predictions(examples, features, (np.zeros((1, 9)), np.zeros((1, 9))))
+
+
+def test_run_glue_starts_missing_student_weights_from_the_teacher(tmp_path):
+    """A student saved by stage 1 (masked-LM: no pooler, no classifier) gets the teacher's dense pooler and classifier."""
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(config)
+    stage1 = kron_transformers.compress(BertForMaskedLM(config), 2.0, show_progress=False)
+    stage1.save_pretrained(tmp_path / "stage1")
+    student, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "stage1", output_loading_info=True)
+    assert {"bert.pooler.dense.weight", "classifier.weight"} <= set(info["missing_keys"])
+    copied = run_glue.copy_missing_weights(student, teacher, info["missing_keys"])
+    assert set(copied) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
+    for key in copied:
+        assert torch.equal(student.state_dict()[key], teacher.state_dict()[key])
+    # Factored weights are never overwritten, whatever the teacher holds under other shapes.
+    assert not any(key.endswith((".a", ".b")) for key in copied)
