@@ -98,6 +98,13 @@ def explicit_scores(query, key, heads):
     return q @ k.transpose(-1, -2) / math.sqrt(hidden // heads)
 
 
+def assert_scores(recorded, expected, mask):
+    """The softmax's input: the explicit scores where attended, finfo.min elsewhere."""
+    mask = mask.expand_as(recorded)
+    torch.testing.assert_close(recorded[mask], expected[mask], rtol=1e-10, atol=1e-10)
+    assert (recorded[~mask] == torch.finfo(recorded.dtype).min).all() and (~mask).any()
+
+
 def test_recorder_records_bert_scores_and_padding_and_restores_sdpa():
     model = make_model(BertForMaskedLM, bert_config()).eval()
     batch = batch_of(make_dataset(3, labels=None))
@@ -112,9 +119,9 @@ def test_recorder_records_bert_scores_and_padding_and_restores_sdpa():
         attention = model.bert.encoder.layer[layer].attention.self
         hidden = reference.hidden_states[layer]
         expected = explicit_scores(attention.query(hidden), attention.key(hidden), heads=4)
-        torch.testing.assert_close(record.scores, expected, rtol=1e-10, atol=1e-10)
         keys = batch["attention_mask"].bool()[:, None, None, :].expand(-1, 1, SEQ, -1)
         assert torch.equal(record.mask.expand_as(keys), keys)
+        assert_scores(record.scores, expected, keys)
     # Outside the block nothing is recorded.
     model(**batch)
     assert len(records) == 2
@@ -133,9 +140,9 @@ def test_recorder_records_gpt2_scores_with_causality_and_padding():
     for layer, record in enumerate(records):
         block = model.transformer.h[layer]
         query, key, _ = block.attn.c_attn(block.ln_1(reference.hidden_states[layer])).split(32, dim=2)
-        torch.testing.assert_close(record.scores, explicit_scores(query, key, heads=4), rtol=1e-10, atol=1e-10)
         expected_mask = causal[None, None] & real[:, None, None, :]
         assert torch.equal(record.mask.expand_as(expected_mask), expected_mask)
+        assert_scores(record.scores, explicit_scores(query, key, heads=4), expected_mask)
 
 
 def test_recorder_refuses_a_model_without_attention_interface():

@@ -4,7 +4,7 @@
 Attention-score distillation needs ``QK^T / sqrt(d)`` before the softmax, which no Transformers backend returns
 (eager returns probabilities, sdpa and flash nothing). Rather than copy any modeling code, we register one more
 attention backend under ``ATTENTION_RECORDING_IMPLEMENTATION``: eager attention that, inside
-``record_attention_scores(model)``, appends each layer's scores and the positions it attends to. Any model whose
+``record_attention_scores(model)``, appends each layer's softmax input and the positions it attends to. Any model whose
 attention dispatches through ``ALL_ATTENTION_FUNCTIONS`` (BERT, GPT-2 and their Kronecker subclasses) can use it,
 whatever backend it was loaded with; ``record_attention_scores`` switches the model to it for the duration of the
 block and then restores the model's own backend, so evaluation and saved configs keep the user's choice.
@@ -33,9 +33,9 @@ ATTENTION_RECORDING_IMPLEMENTATION = "kron_ilkd_recording"
 
 @dataclass(frozen=True)
 class AttentionRecord:
-    """One attention call: ``scores`` ``(batch, heads, query, key)`` are ``QK^T * scaling`` before any mask or
-    softmax; ``mask`` is boolean, broadcastable to the scores, true where the query attends to the key (``None``: all
-    pairs)."""
+    """One attention call. ``scores`` ``(batch, heads, query, key)``: the softmax's input, ``QK^T * scaling`` (plus
+    any additive bias the model passes), with ``torch.finfo(dtype).min`` where masked. ``mask``: boolean,
+    broadcastable to the scores, true where the query attends to the key (``None``: every pair)."""
 
     scores: torch.Tensor
     mask: torch.Tensor | None
@@ -95,16 +95,17 @@ def recording_attention_forward(
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
 
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (batch, heads, query, key)
+    # Scaling the query rather than the scores: a pass over (query, head_dim) instead of (query, key).
+    scores = torch.matmul(query * scaling, key.transpose(-1, -2))  # (batch, heads, query, key)
     attended = _attended_positions(module, attention_mask, is_causal, scores)
 
-    logits = scores
     if attention_mask is not None and attention_mask.dtype != torch.bool:
-        logits = logits + attention_mask  # keeps any finite additive bias, as eager does
+        scores = scores + attention_mask  # keeps any finite additive bias, as eager does
     if attended is not None:
-        logits = logits.masked_fill(~attended, torch.finfo(logits.dtype).min)
+        # `where` rather than `masked_fill`, which clones first: one pass over the scores instead of two.
+        scores = torch.where(attended, scores, torch.finfo(scores.dtype).min)
     # The softmax runs in at least float32, like GPT-2's upcast path, for half-precision students.
-    weights = F.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(value.dtype)
+    weights = F.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(value.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     attn_output = torch.matmul(weights, value).transpose(1, 2).contiguous()
 

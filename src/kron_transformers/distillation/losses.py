@@ -6,9 +6,11 @@ Every function counts *items* (a token, a sequence) and returns their mean (``re
 all-device batch, so that gradient accumulation and data parallelism give the update of one large batch even when
 micro-batches hold different numbers of real tokens.
 
-Masks are boolean (or 0/1) and ``True`` where a position is real. Masked positions never reach an arithmetic
+Masks are boolean (or 0/1) and ``True`` where a position is real. Masked attention entries never reach an arithmetic
 operation: they are selected away with ``torch.where`` before any square or logarithm, so a masked pre-softmax score of
 ``torch.finfo(dtype).min`` (about -3.4e38 in float32) or ``-inf`` cannot overflow a square or turn a product into NaN.
+Hidden states and logits at padding positions are dropped per token, after the reduction over the feature dimension
+(one pass fewer over the largest tensors): any finite value there is ignored, value and gradient.
 Everything is computed in at least float32, whatever the dtype of the models.
 """
 
@@ -49,11 +51,14 @@ def _reduce(per_item: torch.Tensor, item_mask: torch.Tensor | None, reduction: s
     return total / item_mask.sum().clamp(min=1)
 
 
-def _select(values: torch.Tensor, mask: torch.Tensor | None, trailing_dims: int) -> torch.Tensor:
-    """``values`` with masked items zeroed *before* any square, so garbage there reaches neither value nor gradient."""
-    if mask is None:
-        return values
-    mask = mask.to(device=values.device, dtype=torch.bool).reshape(*mask.shape, *([1] * trailing_dims))
+def _mean_square(difference: torch.Tensor) -> torch.Tensor:
+    """Mean of the squares over the last dimension, as one fused dot product per item."""
+    return torch.linalg.vecdot(difference, difference) / difference.shape[-1]
+
+
+def _select(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values`` zeroed where the (broadcastable) ``mask`` is false, *before* any square: whatever is there reaches
+    neither the value nor the gradient."""
     return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
@@ -76,19 +81,19 @@ def hidden_state_loss(
     """
     _check_pair("hidden_state_loss", student_hidden, teacher_hidden)
     dtype = _compute_dtype(student_hidden, teacher_hidden)
-    difference = _select(student_hidden.to(dtype) - teacher_hidden.to(dtype), mask, trailing_dims=1)
-    per_token = difference.pow(2).mean(dim=-1)  # (batch, seq)
-    return _reduce(per_token, mask, reduction)
+    return _reduce(_mean_square(student_hidden.to(dtype) - teacher_hidden.to(dtype)), mask, reduction)
 
 
-def _row_mask(mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor | None:
-    if mask is None:
-        return None
+def _check_4d(mask: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     if mask.dim() != 4:
         raise ValueError(
             f"The attention mask must be 4-D (batch, heads or 1, query, key); got shape {tuple(mask.shape)}."
         )
-    return mask.to(device=scores.device, dtype=torch.bool).expand_as(scores)
+    return mask.to(device=scores.device, dtype=torch.bool)
+
+
+def _row_mask(mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor | None:
+    return None if mask is None else _check_4d(mask, scores).expand_as(scores)
 
 
 def attention_score_loss(
@@ -111,14 +116,15 @@ def attention_score_loss(
     """
     _check_pair("attention_score_loss", student_scores, teacher_scores)
     dtype = _compute_dtype(student_scores, teacher_scores)
-    mask = _row_mask(mask, student_scores)
     difference = student_scores.to(dtype) - teacher_scores.to(dtype)
     if mask is None:
-        per_row = difference.pow(2).mean(dim=-1)  # (batch, heads, query)
+        per_row = _mean_square(difference)  # (batch, heads, query)
         return _reduce(per_row.mean(dim=1), None, reduction)
-    squared = _select(difference, mask, trailing_dims=0).pow(2)
-    keys_per_row = mask.sum(dim=-1)  # (batch, heads, query)
-    per_row = squared.sum(dim=-1) / keys_per_row.clamp(min=1)
+    mask = _check_4d(mask, student_scores)
+    # The mask broadcasts over heads: counting keys before expanding it saves a pass over the scores.
+    keys_per_row = mask.sum(dim=-1)  # (batch, heads or 1, query)
+    selected = _select(difference, mask)
+    per_row = torch.linalg.vecdot(selected, selected) / keys_per_row.clamp(min=1)
     row_valid = keys_per_row.gt(0).any(dim=1)  # (batch, query)
     return _reduce(per_row.mean(dim=1), row_valid, reduction)
 
@@ -154,7 +160,7 @@ def attention_kl_loss(
 def _masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is not None:
         # finfo.min rather than -inf keeps fully masked rows finite (they are dropped later).
-        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        logits = torch.where(mask, logits, torch.finfo(logits.dtype).min)
     return F.log_softmax(logits, dim=-1)
 
 
@@ -162,7 +168,8 @@ def _kl_rows(
     student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """``sum_c p_t (log p_t - log p_s)`` over the last dimension, skipping masked classes."""
-    terms = teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
+    # kl_div's fused kernel: one pass over a (batch, seq, vocab) tensor instead of three.
+    terms = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True)
     if mask is not None:
         terms = torch.where(mask, terms, torch.zeros((), dtype=terms.dtype, device=terms.device))
     return terms.sum(dim=-1)
@@ -216,6 +223,4 @@ def logit_mse_loss(
     """
     _check_pair("logit_mse_loss", student_logits, teacher_logits)
     dtype = _compute_dtype(student_logits, teacher_logits)
-    difference = _select(student_logits.to(dtype) - teacher_logits.to(dtype), mask, trailing_dims=1)
-    per_item = difference.pow(2).mean(dim=-1)
-    return _reduce(per_item, mask, reduction)
+    return _reduce(_mean_square(student_logits.to(dtype) - teacher_logits.to(dtype)), mask, reduction)

@@ -352,14 +352,16 @@ class IlkdTrainer(Trainer):
                 "are not supported."
             )
         loss_fn = attention_score_loss if self.args.attention_loss == "mse_scores" else attention_kl_loss
+        # Padding queries attend to real keys in bidirectional models; they must not count either.
+        query_mask = mask[:, None, :, None] if mask is not None else None
+        pair_masks = {}  # every layer of a model receives the same mask tensor: combine each pair once
         total = 0
         for student_layer, teacher_layer in enumerate(self.layer_map):
             student_record, teacher_record = student_records[student_layer], teacher_records[teacher_layer]
-            pair_mask = _and_masks(student_record.mask, teacher_record.mask)
-            if mask is not None:
-                # Padding queries attend to real keys in bidirectional models; they must not count either.
-                pair_mask = _and_masks(pair_mask, mask[:, None, :, None])
-            total = total + loss_fn(student_record.scores, teacher_record.scores, pair_mask, reduction="sum")
+            key = (id(student_record.mask), id(teacher_record.mask))
+            if key not in pair_masks:
+                pair_masks[key] = _and_masks(_and_masks(student_record.mask, teacher_record.mask), query_mask)
+            total = total + loss_fn(student_record.scores, teacher_record.scores, pair_masks[key], reduction="sum")
         return total
 
     @staticmethod
