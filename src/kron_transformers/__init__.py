@@ -33,6 +33,7 @@ from .modeling_kronecker_gpt2 import (
 )
 from .gpt2_tokenizer import load_gpt2_tokenizer
 from .model_card import DistillationStage, push_to_hub_with_card, save_pretrained_with_card, write_model_card
+from .distillation import IlkdTrainer, IlkdTrainingArguments
 
 
 # AutoConfig/AutoModel* can build and load KroneckerBERT and KroneckerGPT2; save_pretrained copies their code beside
@@ -68,6 +69,8 @@ __all__ = [
     "KroneckerGPT2PreTrainedModel",
     "load_gpt2_tokenizer",
     "DistillationStage",
+    "IlkdTrainer",
+    "IlkdTrainingArguments",
     "push_to_hub_with_card",
     "save_pretrained_with_card",
     "write_model_card",
