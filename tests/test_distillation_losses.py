@@ -61,11 +61,13 @@ def test_attention_score_loss_by_hand(causal):
             rows = []
             for h in range(heads):
                 keys = [k for k in range(5) if mask[b, 0, q, k]]
-                rows.append(sum((student[b, h, q, k].item() - teacher[b, h, q, k].item()) ** 2 for k in keys) / len(keys))
+                squares = [(student[b, h, q, k].item() - teacher[b, h, q, k].item()) ** 2 for k in keys]
+                rows.append(sum(squares) / len(keys))
             expected.append(sum(rows) / heads)
     loss = attention_score_loss(student, teacher, mask)
     assert loss.item() == pytest.approx(sum(expected) / len(expected), rel=1e-5)
-    assert attention_score_loss(student, teacher, mask, reduction="sum").item() == pytest.approx(sum(expected), rel=1e-5)
+    total = attention_score_loss(student, teacher, mask, reduction="sum")
+    assert total.item() == pytest.approx(sum(expected), rel=1e-5)
     loss.backward()
     assert torch.isfinite(student.grad).all() and (student.grad[~mask.expand_as(student)] == 0).all()
 

@@ -70,7 +70,8 @@ class IlkdTrainingArguments(TrainingArguments):
         if not any(getattr(self, f"alpha_{name}") > 0 for name in LOSS_COMPONENTS):
             raise ValueError("At least one of alpha_embedding, alpha_hidden, alpha_attention, alpha_logits, "
                              "alpha_task must be positive; all are 0.")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+        temperature = self.temperature
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0; got {self.temperature!r}.")
         if self.attention_loss not in ("mse_scores", "kl"):
             raise ValueError(f"attention_loss must be 'mse_scores' or 'kl'; got {self.attention_loss!r}.")
@@ -110,7 +111,9 @@ class HiddenStateProjection(nn.Module):
     Trained with the student, saved beside it as ``ilkd_projection.safetensors``, never part of the student.
     """
 
-    def __init__(self, student_hidden: int, teacher_hidden: int, embedding: bool, hidden: bool, device=None, dtype=None):
+    def __init__(
+        self, student_hidden: int, teacher_hidden: int, embedding: bool, hidden: bool, device=None, dtype=None
+    ):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.embedding = nn.Linear(student_hidden, teacher_hidden, **factory) if embedding else None
@@ -163,7 +166,9 @@ class IlkdTrainer(Trainer):
     # `compute_loss` normalises by the item counts of the whole accumulated batch itself (see `get_batch_samples`).
     loss_is_scaled_for_ga = True
 
-    def __init__(self, model=None, args: IlkdTrainingArguments | None = None, *trainer_args, teacher_model=None, **kwargs):
+    def __init__(
+        self, model=None, args: IlkdTrainingArguments | None = None, *trainer_args, teacher_model=None, **kwargs
+    ):
         if args is None:
             args = IlkdTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, IlkdTrainingArguments):
@@ -287,13 +292,15 @@ class IlkdTrainer(Trainer):
         with self._recording(student, want_attention) as student_records:
             outputs = model(**inputs, output_hidden_states=want_hidden)
 
-        device = outputs["logits" if "logits" in outputs else "start_logits"].device
+        device = inputs["input_ids"].device
         mask = inputs.get("attention_mask")
         mask = mask.to(device=device, dtype=torch.bool) if mask is not None else None
         normalizers = self._normalizers if self._normalizers is not None else self._count_local(inputs, device)
         world_size = normalizers["world_size"]
-        per_token = world_size / normalizers["tokens"].clamp(min=1)
-        per_sequence = world_size / normalizers["sequences"].clamp(min=1)
+        # Losses are computed in at least float32 (float64 for a float64 student): scale them in that dtype.
+        dtype = torch.promote_types(next(student.parameters()).dtype, torch.float32)
+        per_token = (world_size / normalizers["tokens"].clamp(min=1)).to(dtype)
+        per_sequence = (world_size / normalizers["sequences"].clamp(min=1)).to(dtype)
         num_layers = len(self.layer_map)
 
         components: dict[str, torch.Tensor] = {}
@@ -319,12 +326,18 @@ class IlkdTrainer(Trainer):
                 self._attention_loss(student_records, teacher_records, mask) * per_token / num_layers
             )
         if args.alpha_logits > 0:
+            if "logits" not in outputs and "start_logits" not in outputs:
+                raise ValueError(
+                    f"alpha_logits={args.alpha_logits} but {type(student).__name__} returns no logits (outputs: "
+                    f"{list(outputs.keys())}); distil a model with a head or set alpha_logits=0."
+                )
             per_item = per_sequence if self._is_sequence_level(outputs) else per_token
             components["logits"] = self._logit_loss(student, outputs, teacher_outputs, mask) * per_item
         if outputs.get("loss") is not None:
             # The student's loss is a mean over its micro-batch's label items: reweight it to the accumulated batch.
             local_items = self._count_items(inputs, device)[2]
-            components["task"] = outputs["loss"] * local_items * world_size / normalizers["task_items"].clamp(min=1)
+            share = (local_items * world_size / normalizers["task_items"].clamp(min=1)).to(outputs["loss"].dtype)
+            components["task"] = outputs["loss"] * share
         elif args.alpha_task > 0:
             raise ValueError(
                 f"alpha_task={args.alpha_task} but the student returned no loss: the batch has no labels "
@@ -387,7 +400,7 @@ class IlkdTrainer(Trainer):
     # ---- logging ---------------------------------------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Adds ``loss_<component>`` (unweighted, averaged over the logging interval and processes) to training logs."""
+        """Adds ``loss_<component>`` to training logs: unweighted, averaged over the logging interval and processes."""
         if "loss" in logs and self._component_sums:
             names = list(self._component_sums)
             sums = torch.stack([self._component_sums[name].to(torch.float64) for name in names])
@@ -428,6 +441,7 @@ class IlkdTrainer(Trainer):
         finally:
             # The counts belong to the training loop's accumulation windows; a later direct call counts its own batch.
             self._normalizers = None
+            self._component_sums = {}
 
 
 def _and_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
@@ -439,7 +453,7 @@ def _and_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch
 
 
 def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args: IlkdTrainingArguments) -> list[int]:
-    """Raise a ``ValueError`` for a teacher/student pair that cannot be distilled as configured; return the layer map."""
+    """The layer map; a ``ValueError`` for a teacher/student pair that cannot be distilled as configured."""
     student_config, teacher_config = student.config, teacher.config
     if student_config.vocab_size != teacher_config.vocab_size:
         raise ValueError(
@@ -454,14 +468,14 @@ def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args:
         )
     if "Classification" in student_head and student_config.num_labels != teacher_config.num_labels:
         raise ValueError(
-            f"Teacher and student must predict the same labels: the teacher has num_labels={teacher_config.num_labels},"
-            f" the student num_labels={student_config.num_labels}."
+            "Teacher and student must predict the same labels: the teacher has "
+            f"num_labels={teacher_config.num_labels}, the student num_labels={student_config.num_labels}."
         )
     if args.alpha_attention > 0 and student_config.num_attention_heads != teacher_config.num_attention_heads:
         raise ValueError(
             f"The attention loss compares heads one to one, but the teacher has num_attention_heads="
-            f"{teacher_config.num_attention_heads} and the student {student_config.num_attention_heads}; use a student "
-            "with the teacher's head count or set alpha_attention=0."
+            f"{teacher_config.num_attention_heads} and the student {student_config.num_attention_heads}; use a "
+            "student with the teacher's head count or set alpha_attention=0."
         )
     student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
     if args.layer_map is None:
