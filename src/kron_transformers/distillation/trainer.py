@@ -232,8 +232,9 @@ class IlkdTrainer(Trainer):
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counts = torch.stack([self._count_items(batch, device) for batch in batch_samples]).sum(0) if batch_samples \
-            else torch.zeros(3, device=device)
+        counts = torch.zeros(3, dtype=torch.float64, device=device)
+        for batch in batch_samples:
+            counts += self._count_items(batch, device)
         world_size = self.accelerator.num_processes
         if world_size > 1:
             counts = self.accelerator.gather(counts[None]).sum(0)
@@ -266,7 +267,10 @@ class IlkdTrainer(Trainer):
         if not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs)
         components, outputs = self.distillation_losses(model, inputs)
-        loss = sum(getattr(self.args, f"alpha_{name}") * value for name, value in components.items())
+        # A component of weight 0 (the task loss when alpha_task=0) is logged but kept out of the backward pass.
+        weighted = [getattr(self.args, f"alpha_{name}") * value for name, value in components.items()
+                    if getattr(self.args, f"alpha_{name}") > 0]
+        loss = sum(weighted)
 
         if not self._component_sums:
             self._component_window_start = self.state.global_step
