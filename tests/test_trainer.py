@@ -523,3 +523,20 @@ def test_after_training_the_teacher_is_untouched_and_the_student_keeps_its_backe
     config = json.loads((tmp_path / "final" / "config.json").read_text())
     assert ATTENTION_RECORDING_IMPLEMENTATION not in json.dumps(config)
     assert not (tmp_path / "final" / PROJECTION_WEIGHTS_NAME).exists()  # same width: no projection
+
+
+def test_each_component_reaches_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the test extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    teacher = make_model(GPT2LMHeadModel, gpt2_config(layers=2))
+    student = make_model(GPT2LMHeadModel, gpt2_config(layers=1), seed=1)
+    trainer = distil(tmp_path, student, teacher, make_dataset(8, "tokens"), max_steps=2, alpha_task=0.5,
+                     attention_loss="kl", report_to="tensorboard")
+    logged = [log for log in trainer.state.log_history if "loss" in log]
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    for name in ("loss_embedding", "loss_hidden", "loss_attention", "loss_logits", "loss_task"):
+        scalars = events.Scalars(f"train/{name}")
+        assert [s.step for s in scalars] == [1, 2]
+        assert [s.value for s in scalars] == pytest.approx([log[name] for log in logged], rel=1e-5)
