@@ -1,0 +1,199 @@
+"""The quality experiments (benchmarks/quality) end to end in --smoke mode, and their resumability.
+
+The smoke runs use the real tokenizers and real text (tiny subsets) with tiny random teachers and a few steps: the
+checks are on what the scripts write (every student present, budgets consistent, numbers finite, sizes matched as
+documented) and on resuming, not on the numbers themselves.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+
+
+QUALITY = Path(__file__).resolve().parents[1] / "benchmarks" / "quality"
+sys.path.insert(0, str(QUALITY))
+
+import bert_sentiment  # noqa: E402
+import common  # noqa: E402
+import gpt2_news  # noqa: E402
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """The scripts set torch's thread count for their run; later tests get the count they started with."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def fetch_assets_or_skip(*fetchers):
+    try:
+        for fetch in fetchers:
+            fetch()
+    except OSError as error:  # the package index is unreachable
+        pytest.skip(f"real assets unavailable: {error}")
+
+
+def check_budget(budget, steps, batch_size):
+    assert budget["steps"] == steps
+    assert budget["batch_size"] == batch_size
+    assert budget["examples_seen"] == steps * batch_size
+    assert math.isfinite(budget["wall_seconds"]) and budget["wall_seconds"] >= 0
+
+
+def check_outputs(results_dir: Path, name: str) -> dict:
+    for suffix in ("json", "md", "png"):
+        path = results_dir / f"{name}.{suffix}"
+        assert path.is_file() and path.stat().st_size > 0, f"{path} was not written"
+    assert (results_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return json.loads((results_dir / f"{name}.json").read_text())
+
+
+@pytest.mark.real_assets
+def test_bert_sentiment_smoke(tmp_path):
+    from kron_transformers import assets
+
+    fetch_assets_or_skip(assets.minilm_path, assets.rotten_tomatoes_path, assets.news_articles_path)
+    # One compression ratio keeps the test under a minute on 2 cores; the other runs the same code.
+    argv = ["--smoke", "--compressions", "4", "--cache_dir", str(tmp_path / "cache"),
+            "--results_dir", str(tmp_path / "results")]
+    payload = bert_sentiment.main(argv)
+    saved = check_outputs(tmp_path / "results", "bert_sentiment")
+    assert saved["students"] == json.loads(json.dumps(payload["students"]))
+    args = bert_sentiment.parse_args(argv)
+
+    teacher = saved["teacher"]
+    check_budget(teacher["budget"], args.teacher_steps, args.batch_size)
+    assert 0 <= teacher["metrics"]["accuracy"] <= 1
+
+    students = {(s["variant"], s["ratio"]): s for s in saved["students"]}
+    assert set(students) == {(v, r) for v in bert_sentiment.VARIANTS for r in args.compressions}
+    markdown = (tmp_path / "results" / "bert_sentiment.md").read_text()
+    for (variant, ratio), student in students.items():
+        assert bert_sentiment.VARIANT_LABELS[variant] in markdown
+        assert 0 <= student["accuracy"] <= 1 and math.isfinite(saved["retained"][student["name"]])
+        assert 0 < student["parameters"] < teacher["parameters"]
+        stages = student["stages"]
+        if variant == "kronecker_no_stage1":
+            assert set(stages) == {"stage2"}
+            check_budget(stages["stage2"]["budget"], args.stage1_steps + args.stage2_steps, args.batch_size)
+        else:
+            assert set(stages) == {"stage1", "stage2"}
+            check_budget(stages["stage1"]["budget"], args.stage1_steps, args.batch_size)
+            check_budget(stages["stage2"]["budget"], args.stage2_steps, args.batch_size)
+            assert stages["stage1"]["loss_weights"]["alpha_logits"] == 0
+        # Same total distillation budget for every student.
+        assert student["budget"]["examples_seen"] == (args.stage1_steps + args.stage2_steps) * args.batch_size
+        assert math.isfinite(stages["stage2"]["train_loss_last"])
+
+    vocab, hidden = 30522, 48  # MiniLM's vocabulary; the smoke teacher's width
+    for ratio in args.compressions:
+        kronecker = students[("kronecker", ratio)]["parameters"]
+        assert students[("kronecker_no_stage1", ratio)]["parameters"] == kronecker
+        assert students[("kronecker_random_init", ratio)]["parameters"] == kronecker
+        # The DistilBERT-style rank is the largest that fits the Kronecker student's size.
+        distil = students[("distilbert", ratio)]
+        assert kronecker - (vocab + hidden) < distil["parameters"] <= kronecker
+        assert distil["embedding_rank"] >= args.min_embedding_rank
+
+    # The TinyBERT-style student carries a width projection from stage 1 into stage 2.
+    tiny_dir = args.cache_dir / "students" / bert_sentiment.student_name("tinybert", args.compressions[0])
+    assert (tiny_dir / "stage1" / common.PROJECTION_FILE).is_file()
+    for stage_dir in (args.cache_dir / "students").glob("*/stage*"):
+        assert common.stage_is_done(stage_dir) and not list(stage_dir.glob("checkpoint-*"))
+
+    # A second run trains nothing and reports the same figures from the cache.
+    again = bert_sentiment.main(argv)
+    assert again["students"] == payload["students"] and again["teacher"]["metrics"] == teacher["metrics"]
+
+
+@pytest.mark.real_assets
+def test_gpt2_news_smoke(tmp_path):
+    from kron_transformers import assets
+
+    fetch_assets_or_skip(assets.gpt2_tiktoken_path, assets.news_articles_path)
+    argv = ["--smoke", "--cache_dir", str(tmp_path / "cache"), "--results_dir", str(tmp_path / "results")]
+    payload = gpt2_news.main(argv)
+    saved = check_outputs(tmp_path / "results", "gpt2_news")
+    args = gpt2_news.parse_args(argv)
+    assert saved["students"] == json.loads(json.dumps(payload["students"]))
+
+    teacher = saved["teacher"]
+    check_budget(teacher["budget"], args.teacher_steps, args.batch_size)
+    assert teacher["metrics"]["tokens"] == args.eval_blocks * (args.block_size - 1)
+    # A random 50,257-way model after 3 steps: perplexity near the vocabulary size, and finite.
+    assert 1 < teacher["metrics"]["perplexity"] < 1e6
+
+    students = {s["name"]: s for s in saved["students"]}
+    assert set(students) == set(gpt2_news.STUDENTS)
+    for student in students.values():
+        check_budget(student["budget"], args.student_steps, args.batch_size)
+        assert 1 < student["metrics"]["perplexity"] < 1e6
+        assert 0 < student["parameters"] < teacher["parameters"]
+        assert student["loss_weights"]["attention_loss"] == "kl"
+    # The equal-size Kronecker student matches DistilGPT2-style to within the factors' rounding; the paper's recipe is
+    # smaller (the embedding dominates a small GPT-2).
+    distil = students["distilgpt2"]["parameters"]
+    assert abs(students["kngpt2_all_layers"]["parameters"] - distil) / distil < 0.02
+    assert students["kngpt2"]["parameters"] < distil
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfter(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Killed
+
+
+def _tiny_trainer(out_dir, steps, callbacks=()):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)
+    model = BertForSequenceClassification(config)
+    generator = torch.Generator().manual_seed(0)
+    data = [{"input_ids": torch.randint(0, 50, (8,), generator=generator), "labels": i % 2} for i in range(32)]
+    args = common.stage_arguments(TrainingArguments, out_dir, max_steps=steps, batch_size=4, learning_rate=1e-3,
+                                  seed=0, save_steps=2)
+    return Trainer(model=model, args=args, train_dataset=data, callbacks=list(callbacks))
+
+
+def test_run_stage_resumes_a_killed_run_to_the_same_weights(tmp_path):
+    reference = common.run_stage(tmp_path / "uninterrupted", lambda d: _tiny_trainer(d, 6))
+    assert reference["budget"]["resumed_at_step"] is None
+
+    killed_dir = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        common.run_stage(killed_dir, lambda d: _tiny_trainer(d, 6, [_KillAfter(3)]))
+    assert not common.stage_is_done(killed_dir)
+    saved_wall = common.read_json(killed_dir / "checkpoint-2" / common.WALL_TIME_FILE)["seconds"]
+
+    resumed = common.run_stage(killed_dir, lambda d: _tiny_trainer(d, 6))
+    assert resumed["budget"]["resumed_at_step"] == 2
+    assert resumed["budget"]["steps"] == 6 and resumed["budget"]["wall_seconds"] >= round(saved_wall, 1)
+    expected = load_file(tmp_path / "uninterrupted" / common.WEIGHTS_FILE)
+    actual = load_file(killed_dir / common.WEIGHTS_FILE)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert not list(killed_dir.glob("checkpoint-*"))
+
+    # A finished stage is read from its result, never retrained.
+    def fail(_):
+        raise AssertionError("a finished stage was retrained")
+
+    assert common.run_stage(killed_dir, fail) == resumed
