@@ -114,6 +114,9 @@ def test_bert_sentiment_smoke(tmp_path):
     # A second run trains nothing and reports the same figures from the cache.
     again = bert_sentiment.main(argv)
     assert again["students"] == payload["students"] and again["teacher"]["metrics"] == teacher["metrics"]
+    # Other budgets in the same cache would mix results: refused.
+    with pytest.raises(ValueError, match="stage2_steps: 2 then, 3 now"):
+        bert_sentiment.main([*argv, "--stage2_steps", "3"])
 
 
 @pytest.mark.real_assets

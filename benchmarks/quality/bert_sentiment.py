@@ -34,7 +34,7 @@ count:
   rank-k truncated SVD of the teacher's embedding (``V x k`` lookup then ``k x 384`` map, ALBERT-style), which is the
   best rank-k approximation of it. The student keeps as many uniformly spaced teacher layers as fit with a rank of at
   least 32, and the rank fills the rest: at 4x this is 2 layers (teacher layers 3 and 6) with rank ~66, at 8x 1 layer
-  (teacher layer 6) with rank ~34, not "every other layer" (3 layers), which does not fit.
+  (teacher layer 6) with rank ~33, not "every other layer" (3 layers), which does not fit.
 - TinyBERT-style students keep a dense embedding of their own width; the width (a multiple of the 12 heads) is the
   one whose total parameter count is nearest the Kronecker student's (hidden 156 at 4x, 84 at 8x). Their word,
   position and type embeddings start as the teacher's projected on the top principal directions of the teacher's
@@ -74,6 +74,7 @@ from common import (  # noqa: E402
     load_weights,
     markdown_table,
     matplotlib_pyplot,
+    pin_settings,
     read_json,
     run_stage,
     setup_runtime,
@@ -102,7 +103,9 @@ def parse_args(argv=None):
                              "real results)")
     parser.add_argument("--smoke", action="store_true", help="tiny random teacher, tiny data, a few steps")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (smoke: 1, robust on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 (default) is robust on a machine shared with other jobs, where 2 "
+                             "threads on 2 busy cores ran 5-10x slower; use 2 on an idle machine")
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0],
                         help="compress() ratios of the Kronecker students (whole-model compression is reported)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
@@ -122,7 +125,7 @@ def parse_args(argv=None):
     parser.add_argument("--train_sentences", type=int, default=None, help="subset of the sentiment training split")
     parser.add_argument("--eval_sentences", type=int, default=None, help="subset of the validation split")
     parser.add_argument("--news_articles", type=int, default=None, help="subset of the news training articles")
-    parser.add_argument("--save_steps", type=int, default=50, help="checkpoint interval (resumability)")
+    parser.add_argument("--save_steps", type=int, default=100, help="checkpoint interval (resumability)")
     args = parser.parse_args(argv)
     if args.smoke:
         apply_smoke(args, parser)
@@ -135,7 +138,7 @@ def apply_smoke(args, parser) -> None:
     """Tiny sizes for every option still at its default (explicit flags win)."""
     tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32,
             "task_max_len": 32, "train_sentences": 64, "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
-            "min_embedding_rank": 2, "tinybert_layers": 2, "threads": 1}
+            "min_embedding_rank": 2, "tinybert_layers": 2}
     for name, value in tiny.items():
         if getattr(args, name) == parser.get_default(name):
             setattr(args, name, value)
@@ -430,7 +433,8 @@ def run_student(args, variant: str, ratio: float, teacher, data) -> dict:
         "wall_seconds": round(sum(stage["budget"]["wall_seconds"] for stage in stages.values()), 1),
     }
     summary = {"name": name, "variant": variant, "ratio": ratio, "label": VARIANT_LABELS[variant],
-               "parameters": parameters, **facts, "stages": stages, "budget": budget,
+               "parameters": parameters, "compression": teacher.num_parameters() / parameters, **facts,
+               "stages": stages, "budget": budget,
                "accuracy": stages["stage2"]["metrics"]["accuracy"]}
     write_json(summary_path, summary)
     return read_json(summary_path)  # as a later run will read it (JSON types)
@@ -524,7 +528,7 @@ def plot(args, teacher_accuracy, students) -> Path:
     plt = matplotlib_pyplot()
     ratios = sorted({s["ratio"] for s in students})
     variants = [v for v in VARIANTS if any(s["variant"] == v for s in students)]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     width = 0.8 / max(len(variants), 1)
     for i, variant in enumerate(variants):
         xs, ys = [], []
@@ -535,12 +539,15 @@ def plot(args, teacher_accuracy, students) -> Path:
                 ys.append(match[0]["accuracy"])
         ax.bar(xs, ys, width, label=VARIANT_LABELS[variant])
     ax.axhline(teacher_accuracy, color="black", linestyle="--", label=f"teacher ({teacher_accuracy:.3f})")
-    ax.set_xticks(range(len(ratios)), [f"~{r:g}x (compress ratio)" for r in ratios])
+    whole_model = {s["ratio"]: s["compression"] for s in students if s["variant"] == "kronecker"}
+    ax.set_xticks(range(len(ratios)), [f"compress ratio {r:g}" + (f" ({whole_model[r]:.1f}x whole model)"
+                                                                   if r in whole_model else "") for r in ratios])
     low = min([teacher_accuracy] + [s["accuracy"] for s in students])
     ax.set_ylim(max(0.0, low - 0.1), min(1.0, teacher_accuracy + 0.05))
     ax.set_ylabel("validation accuracy")
-    ax.set_title("Rotten Tomatoes: students at equal size and distillation budget" + (" (smoke)" if args.smoke else ""))
-    ax.legend(fontsize=7, loc="lower left")
+    smoke = " (smoke)" if args.smoke else ""
+    ax.set_title(f"Rotten Tomatoes: students at equal size and distillation budget{smoke}")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     path = args.results_dir / "bert_sentiment.png"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -567,6 +574,7 @@ def main(argv=None):
     setup_runtime(args.threads)
     from transformers import set_seed
 
+    pin_settings(args.cache_dir, args)
     set_seed(args.seed)
     start = time.perf_counter()
     data = prepare_data(args, news=any(v != "kronecker_no_stage1" for v in args.variants))

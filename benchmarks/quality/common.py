@@ -216,6 +216,27 @@ def stage_arguments(
     })
 
 
+IGNORED_SETTINGS = ("threads", "results_dir", "cache_dir", "variants", "students", "compressions")
+
+
+def pin_settings(cache_dir: Path, args, ignore: tuple[str, ...] = IGNORED_SETTINGS) -> None:
+    """Refuse to continue a cache made with other settings: cached stages are found by name, not by settings, so a
+    changed budget would silently mix old and new results. The first run writes ``settings.json``. Which students
+    run, the thread count and the results folder may change between runs."""
+    settings = {key: (str(value) if isinstance(value, Path) else value)
+                for key, value in sorted(vars(args).items()) if key not in ignore}
+    path = cache_dir / "settings.json"
+    if not path.is_file():
+        write_json(path, settings)
+        return
+    previous = read_json(path)
+    changed = [f"{key}: {previous.get(key)!r} then, {value!r} now"
+               for key, value in settings.items() if previous.get(key) != value]
+    if changed:
+        raise ValueError(f"{cache_dir} holds a run made with other settings ({'; '.join(changed)}). Continue it with "
+                         "its settings, or pass a new --cache_dir.")
+
+
 def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 

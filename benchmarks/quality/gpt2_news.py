@@ -55,6 +55,7 @@ from common import (  # noqa: E402
     load_weights,
     markdown_table,
     matplotlib_pyplot,
+    pin_settings,
     run_stage,
     setup_runtime,
     stage_arguments,
@@ -78,16 +79,18 @@ def parse_args(argv=None):
                         help="default benchmarks/results (smoke: <cache_dir>/results)")
     parser.add_argument("--smoke", action="store_true", help="tiny GPT-2, tiny data, a few steps")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (smoke: 1, robust on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 (default) is robust on a machine shared with other jobs, where 2 "
+                             "threads on 2 busy cores ran 5-10x slower; use 2 on an idle machine")
     parser.add_argument("--n_embd", type=int, default=192)
     parser.add_argument("--n_layer", type=int, default=6)
     parser.add_argument("--n_head", type=int, default=6)
     parser.add_argument("--block_size", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--teacher_steps", type=int, default=2500)
+    parser.add_argument("--teacher_steps", type=int, default=1400)
     parser.add_argument("--teacher_lr", type=float, default=1e-3)
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
-    parser.add_argument("--student_steps", type=int, default=800)
+    parser.add_argument("--student_steps", type=int, default=300)
     parser.add_argument("--student_lr", type=float, default=5e-4)
     parser.add_argument("--alpha_task", type=float, default=1.0, help="weight of the students' own causal-LM loss")
     parser.add_argument("--news_articles", type=int, default=None, help="subset of the training articles")
@@ -96,7 +99,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         tiny = {"n_embd": 24, "n_layer": 2, "n_head": 2, "block_size": 32, "batch_size": 2, "teacher_steps": 3,
-                "student_steps": 2, "news_articles": 6, "eval_blocks": 4, "save_steps": 2, "threads": 1}
+                "student_steps": 2, "news_articles": 6, "eval_blocks": 4, "save_steps": 2}
         for name, value in tiny.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
@@ -273,7 +276,8 @@ def report(args, teacher_result, students, test_tokens) -> dict:
     rows = [row(f"teacher (GPT-2 {args.n_layer}L/{args.n_embd}, from scratch)", teacher_parameters, teacher_result)]
     rows += [row(s["label"], s["parameters"], s) for s in students]
     markdown = "\n\n".join([
-        "# KnGPT2-style vs DistilGPT2-style students of a GPT-2 trained on news" + (" — SMOKE RUN" if args.smoke else ""),
+        "# KnGPT2-style vs DistilGPT2-style students of a GPT-2 trained on news"
+        + (" — SMOKE RUN, numbers meaningless" if args.smoke else ""),
         f"Teacher: GPT-2 with {args.n_layer} layers, width {args.n_embd}, {args.n_head} heads, the real GPT-2 "
         f"tokenizer and vocabulary, trained from scratch on news blocks of {args.block_size} tokens (lr "
         f"{args.teacher_lr:g}). Students: same budget each ({args.student_steps} steps x batch {args.batch_size}, lr "
@@ -320,6 +324,7 @@ def main(argv=None):
 
     from kron_transformers import load_gpt2_tokenizer
 
+    pin_settings(args.cache_dir, args)
     set_seed(args.seed)
     start = time.perf_counter()
     tokenizer = load_gpt2_tokenizer()
