@@ -184,3 +184,32 @@ def test_kronecker_shapes_prefers_cheaper_among_equal_compression():
     tied = [s for s in shapes if kronecker_compression(3072, 768, s) == kronecker_compression(3072, 768, shapes[0])]
     costs = [min(kron_flops(s, (3072 // s[0], 768 // s[1])).values()) for s in tied]
     assert costs == sorted(costs)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize(
+    "a_shape,b_shape",
+    [
+        ((3, 2), (9, 10)),   # b first, batched left multiply with the bias fused (baddbmm, m2 = 9 columns)
+        ((9, 10), (2, 3)),   # narrow b (2 columns): the transposed GEMM, bias added with the layout change
+        ((1, 4), (12, 8)),   # a first with m1 == 1: the bias is fused into addmm
+        ((2, 3), (16, 12)),  # a first, batched, m1 > 1
+        ((2, 12), (3, 8)),   # a first, c = 8 < k = 12: torch.matmul's fold when a requires grad
+    ],
+)
+def test_kron_linear_wide_paths_with_bias_and_grad(a_shape, b_shape, requires_grad):
+    """The batched (c >= 8), addmm and in-place bias paths, forward and backward, against torch.kron."""
+    a, b = random_factors(2, *a_shape, *b_shape)
+    a1, b1 = random_factors(1, *a_shape, *b_shape, seed=3)
+    for a_, b_ in ((a, b), (a1, b1)):
+        a_.requires_grad_(requires_grad), b_.requires_grad_(requires_grad)
+        bias = torch.randn(a_shape[0] * b_shape[0], dtype=torch.float64, requires_grad=requires_grad)
+        x = torch.randn(3, 5, a_shape[1] * b_shape[1], dtype=torch.float64, requires_grad=requires_grad)
+        y = kron_linear(x, a_, b_, bias)
+        expected = x @ dense_kron(a_, b_).T + bias
+        torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+        if requires_grad:
+            grads = torch.autograd.grad(y.square().sum(), (x, a_, b_, bias))
+            expected_grads = torch.autograd.grad(expected.square().sum(), (x, a_, b_, bias))
+            for got, want in zip(grads, expected_grads):
+                torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
