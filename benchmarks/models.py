@@ -192,7 +192,7 @@ def main():
             for batch in (1, 8):
                 data = inputs(family, batch, model.config.vocab_size)
                 with torch.inference_mode():
-                    row[f"latency_ms_b{batch}"] = 1e3 * median_seconds(lambda: model(**data), args.repeats)
+                    row[f"latency_ms_b{batch}"] = 1e3 * median_seconds(lambda m=model, d=data: m(**d), args.repeats)
             if family == "gpt2":
                 row["generate_tokens_per_s"] = generation_tokens_per_second(model, args.repeats)
             if not args.skip_rss:

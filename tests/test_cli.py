@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-import kron_transformers
+import kron_transformers  # noqa: F401  (registers the Kronecker classes with the Auto classes)
 from kron_transformers import compress
 from kron_transformers.cli import auto_class_for, main
 

@@ -310,7 +310,7 @@ def test_lm_head_gradient_reaches_the_tied_embedding_factors():
     for name, grad_w in (("transformer.wte", dense.transformer.wte.weight.grad),  # embedding + tied head
                          ("transformer.h.1.mlp.c_fc", dense.transformer.h[1].mlp.c_fc.weight.grad.T)):
         module = kron.get_submodule(name)
-        (r, m1, n1), (_, m2, n2) = module.a.shape, module.b.shape
+        (_, m1, n1), (_, m2, n2) = module.a.shape, module.b.shape
         blocks = grad_w.reshape(m1, m2, n1, n2)
         torch.testing.assert_close(module.a.grad, torch.einsum("ikjl,rkl->rij", blocks, module.b.detach()))
         torch.testing.assert_close(module.b.grad, torch.einsum("ikjl,rij->rkl", blocks, module.a.detach()))

@@ -7,16 +7,16 @@ Every factored weight is stored as ``W = sum_r a[r] ⊗ b[r]``. A shape field gi
 embedding (``V x d``) is ``A ⊗ b`` with ``A`` of ``V x d/f`` and ``b`` a ``1 x f`` row, ``f = embedding_factor``.
 
 This file travels with every checkpoint saved with ``save_pretrained`` (``trust_remote_code``): it imports only
-transformers and its sibling ``kronecker.py``.
+transformers and its siblings ``kronecker.py`` and ``kronecker_utils.py``.
 """
 
-import difflib
 import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
 from .kronecker import check_kronecker_shape, divisors, kronecker_shapes
+from .kronecker_utils import architecture_mismatches, normalise_kronecker_options
 
 
 KRONECKER_BERT_FIELDS = ("attention_a_shape", "ffn_a_shape", "embedding_factor", "kronecker_rank", "kronecker_layers")
@@ -220,26 +220,10 @@ class KroneckerBertConfig(BertConfig):
             raise ValueError(
                 f"dense_config must be the BertConfig of a dense model; got a {type(dense_config).__name__}."
             )
-        if "rank" in kwargs:
-            if "kronecker_rank" in kwargs:
-                raise ValueError("Pass either rank or kronecker_rank, not both.")
-            kwargs["kronecker_rank"] = kwargs.pop("rank")
-        unknown = [key for key in kwargs if key not in KRONECKER_BERT_FIELDS]
-        if unknown:
-            hints = {key: difflib.get_close_matches(key, KRONECKER_BERT_FIELDS, n=1) for key in unknown}
-            raise ValueError(
-                f"Unknown KroneckerBert option(s) {unknown}"
-                + "".join(f" (did you mean {hint[0]!r} for {key!r}?)" for key, hint in hints.items() if hint)
-                + f"; the options are {list(KRONECKER_BERT_FIELDS)} (and rank for kronecker_rank)."
-            )
+        kwargs = normalise_kronecker_options(kwargs, KRONECKER_BERT_FIELDS, "KroneckerBert")
         rank = kwargs.get("kronecker_rank", 1)
         if isinstance(compression, KroneckerBertConfig):
-            mismatched = [
-                f"{name}: {getattr(dense_config, name)} in the dense config but {getattr(compression, name)} in the "
-                "Kronecker config"
-                for name in _ARCHITECTURE_FIELDS
-                if getattr(dense_config, name) != getattr(compression, name)
-            ]
+            mismatched = architecture_mismatches(dense_config, compression, _ARCHITECTURE_FIELDS)
             if mismatched:
                 raise ValueError(f"The Kronecker config does not fit the dense model: {'; '.join(mismatched)}.")
             fields = {name: getattr(compression, name) for name in KRONECKER_BERT_FIELDS}

@@ -7,16 +7,16 @@ storage of GPT-2's ``Conv1D``; ``b``'s shape follows from the dense one. The wor
 ``A ⊗ b`` with ``A`` of ``V x d/f`` and ``b`` a ``1 x f`` row, ``f = embedding_factor``.
 
 This file travels with every checkpoint saved with ``save_pretrained`` (``trust_remote_code``): it imports only
-transformers and its sibling ``kronecker.py``.
+transformers and its siblings ``kronecker.py`` and ``kronecker_utils.py``.
 """
 
-import difflib
 import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import GPT2Config
 
 from .kronecker import check_kronecker_shape, divisors, kronecker_shapes
+from .kronecker_utils import architecture_mismatches, normalise_kronecker_options
 
 
 # Config field -> the factored submodule inside each block ``h.{i}``.
@@ -196,26 +196,10 @@ class KroneckerGPT2Config(GPT2Config):
             raise ValueError(
                 f"dense_config must be the GPT2Config of a dense model; got a {type(dense_config).__name__}."
             )
-        if "rank" in kwargs:
-            if "kronecker_rank" in kwargs:
-                raise ValueError("Pass either rank or kronecker_rank, not both.")
-            kwargs["kronecker_rank"] = kwargs.pop("rank")
-        unknown = [key for key in kwargs if key not in KRONECKER_GPT2_FIELDS]
-        if unknown:
-            hints = {key: difflib.get_close_matches(key, KRONECKER_GPT2_FIELDS, n=1) for key in unknown}
-            raise ValueError(
-                f"Unknown KroneckerGPT2 option(s) {unknown}"
-                + "".join(f" (did you mean {hint[0]!r} for {key!r}?)" for key, hint in hints.items() if hint)
-                + f"; the options are {list(KRONECKER_GPT2_FIELDS)} (and rank for kronecker_rank)."
-            )
+        kwargs = normalise_kronecker_options(kwargs, KRONECKER_GPT2_FIELDS, "KroneckerGPT2")
         rank = kwargs.get("kronecker_rank", 1)
         if isinstance(compression, KroneckerGPT2Config):
-            mismatched = [
-                f"{name}: {getattr(dense_config, name)} in the dense config but {getattr(compression, name)} in the "
-                "Kronecker config"
-                for name in _ARCHITECTURE_FIELDS
-                if getattr(dense_config, name) != getattr(compression, name)
-            ]
+            mismatched = architecture_mismatches(dense_config, compression, _ARCHITECTURE_FIELDS)
             dense_inner = _dense_shapes(dense_config)["c_fc_a_shape"][0]
             kronecker_inner = compression.dense_shapes()["c_fc_a_shape"][0]
             if dense_inner != kronecker_inner:

@@ -13,7 +13,6 @@ transformers and its siblings.
 """
 
 import torch
-import transformers
 from transformers import initialization as init
 from transformers.models.bert.modeling_bert import (
     BertForMaskedLM,
@@ -26,6 +25,7 @@ from transformers.models.bert.modeling_bert import (
 )
 
 from .configuration_kronecker_bert import KRONECKER_BERT_AUTO_MAP, KroneckerBertConfig
+from .kronecker_utils import register_kronecker_family
 from .layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedLogits, replace_with_kronecker_modules
 
 
@@ -206,12 +206,4 @@ KRONECKER_BERT_CLASSES = (
 def register_kronecker_bert() -> None:
     """Register the config and every head with the Auto classes, and mark them for ``save_pretrained`` to copy this
     code beside the weights (``KRONECKER_BERT_AUTO_MAP`` names each class; the package calls this on import)."""
-    transformers.AutoConfig.register(KroneckerBertConfig.model_type, KroneckerBertConfig, exist_ok=True)
-    KroneckerBertConfig.register_for_auto_class("AutoConfig")
-    classes = {cls.__name__: cls for cls in KRONECKER_BERT_CLASSES}
-    for auto_name, reference in KRONECKER_BERT_AUTO_MAP.items():
-        if auto_name == "AutoConfig":
-            continue
-        model_class = classes[reference.rsplit(".", 1)[1]]
-        getattr(transformers, auto_name).register(KroneckerBertConfig, model_class, exist_ok=True)
-        model_class.register_for_auto_class(auto_name)
+    register_kronecker_family(KroneckerBertConfig, KRONECKER_BERT_CLASSES, KRONECKER_BERT_AUTO_MAP)

@@ -16,7 +16,6 @@ transformers and its siblings.
 import math
 
 import torch
-import transformers
 from transformers import initialization as init
 from transformers.models.gpt2.modeling_gpt2 import (
     GPT2MLP,
@@ -29,6 +28,7 @@ from transformers.models.gpt2.modeling_gpt2 import (
 )
 
 from .configuration_kronecker_gpt2 import KRONECKER_GPT2_AUTO_MAP, KroneckerGPT2Config
+from .kronecker_utils import register_kronecker_family
 from .layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedLogits, replace_with_kronecker_modules
 
 
@@ -153,12 +153,4 @@ KRONECKER_GPT2_CLASSES = (
 def register_kronecker_gpt2() -> None:
     """Register the config and every head with the Auto classes, and mark them for ``save_pretrained`` to copy this
     code beside the weights (``KRONECKER_GPT2_AUTO_MAP`` names each class; the package calls this on import)."""
-    transformers.AutoConfig.register(KroneckerGPT2Config.model_type, KroneckerGPT2Config, exist_ok=True)
-    KroneckerGPT2Config.register_for_auto_class("AutoConfig")
-    classes = {cls.__name__: cls for cls in KRONECKER_GPT2_CLASSES}
-    for auto_name, reference in KRONECKER_GPT2_AUTO_MAP.items():
-        if auto_name == "AutoConfig":
-            continue
-        model_class = classes[reference.rsplit(".", 1)[1]]
-        getattr(transformers, auto_name).register(KroneckerGPT2Config, model_class, exist_ok=True)
-        model_class.register_for_auto_class(auto_name)
+    register_kronecker_family(KroneckerGPT2Config, KRONECKER_GPT2_CLASSES, KRONECKER_GPT2_AUTO_MAP)
