@@ -10,7 +10,8 @@ speed-up over the dense teacher measured in this same run beside the FLOP ratio.
 generation speed (64 new tokens, KV cache). With training enabled: one ``IlkdTrainer`` step of KroneckerBERT-8
 against one plain ``Trainer`` fine-tuning step of BERT_BASE on the same batch.
 
-Writes ``benchmarks/results/models.json`` and ``benchmarks/results/models.png`` (latency vs parameters).
+Peak RSS includes the libraries (the resident size after importing torch and transformers is reported
+as ``baseline_rss_mb``). Writes ``benchmarks/results/models.json`` and ``benchmarks/results/models.png`` (latency vs parameters).
 """
 
 import argparse
@@ -86,8 +87,15 @@ def inputs(family, batch, vocab):
 
 
 def count_flops(model, batch):
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(**batch)
+    """FLOPs of one forward. Counted with eager attention: the flop counter does not see inside the fused CPU
+    attention kernel, and the score products must count (they are not factored)."""
+    backend = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            model(**batch)
+    finally:
+        model.set_attn_implementation(backend)
     return counter.get_total_flops()
 
 
@@ -101,21 +109,32 @@ def generation_tokens_per_second(model, repeats, new_tokens=64):
     return new_tokens / seconds
 
 
-def peak_rss_mb(checkpoint: Path, family: str) -> float:
-    """Peak resident memory of a fresh process that loads the checkpoint and runs one batch-8 forward."""
+def peak_rss_mb(checkpoint: Path, family: str) -> tuple[float, float]:
+    """``(baseline, peak)`` resident memory in MiB of a fresh process: after its imports, and at the peak of loading
+    the checkpoint and running one batch-8 forward. The kernel's high-water mark is reset after the imports
+    (``/proc/self/clear_refs``), so a transient peak while importing libraries does not hide the model's."""
     code = f"""
-import resource, torch, kron_transformers
+import torch, kron_transformers
 from transformers import AutoModel, AutoModelForCausalLM
 torch.set_num_threads(2)
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+baseline = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
 cls = AutoModelForCausalLM if {family!r} == "gpt2" else AutoModel
 model = cls.from_pretrained({str(checkpoint)!r}).eval()
 ids = torch.randint(0, model.config.vocab_size, (8, {SEQ}))
 with torch.inference_mode():
     model(input_ids=ids, attention_mask=torch.ones_like(ids))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(baseline, status("VmHWM:"))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(result.stdout.strip().splitlines()[-1])
+    baseline, peak = map(float, result.stdout.strip().splitlines()[-1].split())
+    return baseline, peak
 
 
 def training_step_comparison(repeats):
@@ -196,7 +215,7 @@ def main():
             if family == "gpt2":
                 row["generate_tokens_per_s"] = generation_tokens_per_second(model, args.repeats)
             if not args.skip_rss:
-                row["peak_rss_mb"] = peak_rss_mb(folder, family)
+                row["baseline_rss_mb"], row["peak_rss_mb"] = peak_rss_mb(folder, family)
             rows[name] = row
             print(f"measured {name}", flush=True)
             del model
@@ -211,13 +230,15 @@ def main():
         if "generate_tokens_per_s" in row:
             row["generate_speedup"] = row["generate_tokens_per_s"] / teacher["generate_tokens_per_s"]
 
-    header = (f"{'model':<27}{'params':>8}{'ckpt MB':>9}{'RSS MB':>8}{'FLOP x':>8}{'b1 ms':>8}{'b1 x':>6}"
+    header = (f"{'model':<27}{'params':>8}{'ckpt MB':>9}{'RSS MB':>8}{'+RSS':>6}{'FLOP x':>8}{'b1 ms':>8}{'b1 x':>6}"
               f"{'b8 ms':>9}{'b8 x':>6}{'gen tok/s':>10}{'gen x':>7}")
     print(f"\nseq {SEQ}, {args.threads} threads, torch {torch.__version__}, {platform.machine()}")
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
+        rss_increase = r.get("peak_rss_mb", float("nan")) - r.get("baseline_rss_mb", float("nan"))
         print(f"{name:<27}{r['parameters'] / 1e6:>7.1f}M{r['checkpoint_mb']:>9.1f}{r.get('peak_rss_mb', float('nan')):>8.0f}"
+              f"{rss_increase:>6.0f}"
               f"{r.get('flop_ratio', float('nan')):>8.2f}{r['latency_ms_b1']:>8.1f}{r.get('speedup_b1', float('nan')):>6.2f}"
               f"{r['latency_ms_b8']:>9.1f}{r.get('speedup_b8', float('nan')):>6.2f}"
               f"{r.get('generate_tokens_per_s', float('nan')):>10.1f}{r.get('generate_speedup', float('nan')):>7.2f}")
