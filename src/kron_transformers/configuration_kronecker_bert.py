@@ -15,8 +15,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
-from .kronecker import check_kronecker_shape, divisors, kronecker_shapes
-from .kronecker_utils import architecture_mismatches, normalise_kronecker_options
+from .kronecker import divisors, kronecker_shapes
+from .kronecker_utils import architecture_mismatches, check_kronecker_fields, normalise_kronecker_options
 
 
 KRONECKER_BERT_FIELDS = ("attention_a_shape", "ffn_a_shape", "embedding_factor", "kronecker_rank", "kronecker_layers")
@@ -154,48 +154,10 @@ class KroneckerBertConfig(BertConfig):
         return {"embeddings.word_embeddings": self.embedding_factor}
 
     def _check_kronecker_fields(self) -> None:
-        rank = self.kronecker_rank
-        if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
-            raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
-        for field, (out_features, in_features) in self.dense_shapes().items():
-            a_shape = getattr(self, field)
-            if a_shape is None:
-                continue
-            what = "hidden_size x hidden_size" if field == "attention_a_shape" else "intermediate_size x hidden_size"
-            try:
-                b_shape = check_kronecker_shape(out_features, in_features, a_shape, name=field)
-            except ValueError as error:
-                raise ValueError(f"{error} ({field} factors the {what} maps.)") from None
-            max_rank = min(math.prod(a_shape), math.prod(b_shape))
-            if rank > max_rank:
-                raise ValueError(
-                    f"kronecker_rank={rank} exceeds the largest useful rank {max_rank} of {field}={a_shape} "
-                    f"(b_shape={b_shape}) for the {out_features}x{in_features} maps."
-                )
-        factor = self.embedding_factor
-        if factor is not None:
-            if isinstance(factor, bool) or not (isinstance(factor, int) and factor >= 1):
-                raise ValueError(f"embedding_factor must be a positive integer or None; got {factor!r}.")
-            if self.hidden_size % factor != 0:
-                raise ValueError(
-                    f"embedding_factor={factor} does not divide hidden_size={self.hidden_size}. Divisors of "
-                    f"{self.hidden_size} that would work: {divisors(self.hidden_size)}."
-                )
-            if factor > 1 and rank > factor:
-                raise ValueError(
-                    f"kronecker_rank={rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
-                )
-        if self.kronecker_layers is not None:
-            layers = self.kronecker_layers
-            if not isinstance(layers, list):
-                raise ValueError(f"kronecker_layers must be a list of layer indices or None; got {layers!r}.")
-            n = self.num_hidden_layers
-            bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n]
-            if bad or len(set(layers)) != len(layers):
-                raise ValueError(
-                    f"kronecker_layers must list distinct layer indices in [0, {n}) (num_hidden_layers={n}); "
-                    f"got {layers!r}" + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
-                )
+        check_kronecker_fields(
+            self, self.dense_shapes(), "hidden_size", "num_hidden_layers",
+            {"attention_a_shape": "hidden_size x hidden_size", "ffn_a_shape": "intermediate_size x hidden_size"},
+        )
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         # Name every head in auto_map (entries already there, e.g. from a Hub repository, win).

@@ -15,8 +15,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import GPT2Config
 
-from .kronecker import check_kronecker_shape, divisors, kronecker_shapes
-from .kronecker_utils import architecture_mismatches, normalise_kronecker_options
+from .kronecker import divisors, kronecker_shapes
+from .kronecker_utils import architecture_mismatches, check_kronecker_fields, normalise_kronecker_options
 
 
 # Config field -> the factored submodule inside each block ``h.{i}``.
@@ -135,44 +135,7 @@ class KroneckerGPT2Config(GPT2Config):
         return {"wte": self.embedding_factor} if self.embedding_factor is not None else {}
 
     def _check_kronecker_fields(self) -> None:
-        rank = self.kronecker_rank
-        if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
-            raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
-        for field, (out_features, in_features) in self.dense_shapes().items():
-            a_shape = getattr(self, field)
-            if a_shape is None:
-                continue
-            b_shape = check_kronecker_shape(out_features, in_features, a_shape, name=field)
-            max_rank = min(math.prod(a_shape), math.prod(b_shape))
-            if rank > max_rank:
-                raise ValueError(
-                    f"kronecker_rank={rank} exceeds the largest useful rank {max_rank} of {field}={a_shape} "
-                    f"(b_shape={b_shape}) for the {out_features}x{in_features} map."
-                )
-        factor = self.embedding_factor
-        if factor is not None:
-            if isinstance(factor, bool) or not (isinstance(factor, int) and factor >= 1):
-                raise ValueError(f"embedding_factor must be a positive integer or None; got {factor!r}.")
-            if self.n_embd % factor != 0:
-                raise ValueError(
-                    f"embedding_factor={factor} does not divide n_embd={self.n_embd}. Divisors of {self.n_embd} that "
-                    f"would work: {divisors(self.n_embd)}."
-                )
-            if rank > factor:
-                raise ValueError(
-                    f"kronecker_rank={rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
-                )
-        if self.kronecker_layers is not None:
-            layers = self.kronecker_layers
-            if not isinstance(layers, list):
-                raise ValueError(f"kronecker_layers must be a list of block indices or None; got {layers!r}.")
-            bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.n_layer]
-            if bad or len(set(layers)) != len(layers):
-                raise ValueError(
-                    f"kronecker_layers must list distinct block indices in [0, {self.n_layer}) "
-                    f"(n_layer={self.n_layer}); got {layers!r}"
-                    + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
-                )
+        check_kronecker_fields(self, self.dense_shapes(), "n_embd", "n_layer")
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         # Name every head in auto_map (entries already there, e.g. from a Hub repository, win).

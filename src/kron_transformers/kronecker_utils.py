@@ -2,16 +2,18 @@
 """What the KroneckerBERT and KroneckerGPT2 families share: option checking and Auto-class registration.
 
 This file travels with every checkpoint saved with ``save_pretrained`` (``trust_remote_code``): it imports only
-the standard library and transformers.
+the standard library, transformers and its sibling ``kronecker.py``.
 """
 
 import difflib
 
 import transformers
 
+from .kronecker import check_kronecker_shape, divisors
+
 
 def normalise_kronecker_options(options: dict, fields: tuple[str, ...], family: str) -> dict:
-    """``options`` with ``rank`` renamed ``kronecker_rank``; a ``ValueError`` (with a "did you mean") for unknown ones."""
+    """``options`` with ``rank`` renamed ``kronecker_rank``; a ``ValueError``, with hints, for unknown ones."""
     options = dict(options)
     if "rank" in options:
         if "kronecker_rank" in options:
@@ -50,3 +52,63 @@ def register_kronecker_family(config_class, model_classes, auto_map: dict[str, s
         model_class = classes[reference.rsplit(".", 1)[1]]
         getattr(transformers, auto_name).register(config_class, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_name)
+
+
+def check_kronecker_fields(
+    config, dense_shapes: dict[str, tuple[int, int]], width_name: str, layers_name: str, descriptions=None
+) -> None:
+    """Validate a Kronecker config's fields against its dense sizes; a ``ValueError`` naming the field, the bad value
+    and what would work.
+
+    Args:
+        config: a Kronecker config (``kronecker_rank``, ``embedding_factor``, ``kronecker_layers`` and the shape
+            fields named in ``dense_shapes``).
+        dense_shapes: ``{shape field: (out_features, in_features) of the maps it factors}``.
+        width_name: the config field the embedding factor must divide (``hidden_size``, ``n_embd``).
+        layers_name: the config field holding the number of layers (``num_hidden_layers``, ``n_layer``).
+        descriptions: optional ``{shape field: what it factors}`` appended to shape errors.
+    """
+    rank = config.kronecker_rank
+    if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
+        raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
+    for field, (out_features, in_features) in dense_shapes.items():
+        a_shape = getattr(config, field)
+        if a_shape is None:
+            continue
+        try:
+            b_shape = check_kronecker_shape(out_features, in_features, a_shape, name=field)
+        except ValueError as error:
+            described = descriptions and field in descriptions
+            suffix = f" ({field} factors the {descriptions[field]} maps.)" if described else ""
+            raise ValueError(f"{error}{suffix}") from None
+        max_rank = min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
+        if rank > max_rank:
+            raise ValueError(
+                f"kronecker_rank={rank} exceeds the largest useful rank {max_rank} of {field}={a_shape} "
+                f"(b_shape={b_shape}) for the {out_features}x{in_features} maps."
+            )
+    factor = config.embedding_factor
+    if factor is not None:
+        if isinstance(factor, bool) or not (isinstance(factor, int) and factor >= 1):
+            raise ValueError(f"embedding_factor must be a positive integer or None; got {factor!r}.")
+        width = getattr(config, width_name)
+        if width % factor != 0:
+            raise ValueError(
+                f"embedding_factor={factor} does not divide {width_name}={width}. Divisors of {width} that would "
+                f"work: {divisors(width)}."
+            )
+        if config.kronecker_embedding_factors() and rank > factor:
+            raise ValueError(
+                f"kronecker_rank={rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
+            )
+    layers = config.kronecker_layers
+    if layers is not None:
+        if not isinstance(layers, list):
+            raise ValueError(f"kronecker_layers must be a list of layer indices or None; got {layers!r}.")
+        n = getattr(config, layers_name)
+        bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n]
+        if bad or len(set(layers)) != len(layers):
+            raise ValueError(
+                f"kronecker_layers must list distinct layer indices in [0, {n}) ({layers_name}={n}); got {layers!r}"
+                + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
+            )
