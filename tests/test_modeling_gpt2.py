@@ -528,7 +528,9 @@ def test_trust_remote_code_loads_without_the_package(saved_kngpt2, tmp_path):
 
 def test_mismatched_checkpoints_fail_clearly(saved_kngpt2, tmp_path):
     folder, _, _ = saved_kngpt2
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+    with pytest.raises(ValueError, match=r"(?s)do not have the shapes its config asks for.*c_attn_a_shape=\(2, 2\).*"
+                                         r"transformer.h.1.attn.c_attn.a: .* in the checkpoint, \(1, 2, 2\) from "
+                                         r"c_attn_a_shape, kronecker_rank"):
         KroneckerGPT2LMHeadModel.from_pretrained(folder, c_attn_a_shape=(2, 2))
     dense_folder = tmp_path / "dense"
     dense_model(n_layer=2).save_pretrained(dense_folder)

@@ -2,7 +2,7 @@
 """What the KroneckerBERT and KroneckerGPT2 families share: option checking and Auto-class registration.
 
 This file travels with every checkpoint saved with ``save_pretrained`` (``trust_remote_code``): it imports only
-the standard library, transformers and its sibling ``kronecker.py``.
+the standard library, transformers and its siblings ``kronecker.py`` and ``layers.py``.
 """
 
 import difflib
@@ -10,6 +10,7 @@ import difflib
 import transformers
 
 from .kronecker import check_kronecker_shape, divisors
+from .layers import KroneckerEmbedding, KroneckerLinear
 
 
 def normalise_kronecker_options(options: dict, fields: tuple[str, ...], family: str) -> dict:
@@ -112,3 +113,40 @@ def check_kronecker_fields(
                 f"kronecker_layers must list distinct layer indices in [0, {n}) ({layers_name}={n}); got {layers!r}"
                 + (f" with invalid entries {bad!r}." if bad else " with duplicates.")
             )
+
+
+def finalize_kronecker_loading(dense_base, model, load_config, loading_info, fields: tuple[str, ...], field_of):
+    """``dense_base._finalize_model_loading``, with a clear ``ValueError`` when the checkpoint's factors disagree with
+    its config (an edited config.json, another rank) instead of Transformers' "look at the above report".
+
+    Args:
+        dense_base: the Transformers pre-trained class whose ``_finalize_model_loading`` does the work.
+        fields: the config's Kronecker fields, shown in the message.
+        field_of: maps a factor's key (``bert.encoder.layer.0.output.dense.a``) to the config fields that shape it.
+    """
+    try:
+        return dense_base._finalize_model_loading(model, load_config, loading_info)
+    except RuntimeError as error:
+        factors = {
+            f"{name}.{factor}"
+            for name, module in model.named_modules()
+            if isinstance(module, (KroneckerLinear, KroneckerEmbedding))
+            for factor in ("a", "b")
+        }
+        mismatched = sorted(
+            (key, tuple(checkpoint_shape), tuple(model_shape))
+            for key, checkpoint_shape, model_shape in getattr(loading_info, "mismatched_keys", ())
+            if key in factors
+        )
+        if not mismatched:
+            raise
+        settings = ", ".join(f"{name}={getattr(model.config, name)}" for name in fields)
+        lines = [
+            f"{key}: {checkpoint_shape} in the checkpoint, {model_shape} from {field_of(key)}"
+            for key, checkpoint_shape, model_shape in mismatched
+        ]
+        raise ValueError(
+            f"The Kronecker factors in {load_config.pretrained_model_name_or_path} do not have the shapes its config "
+            f"asks for ({settings}; factor `a` has shape (rank, *a_shape)):\n  " + "\n  ".join(lines)
+            + "\nWas config.json edited after saving? Restore the values the weights were saved with."
+        ) from error

@@ -24,8 +24,8 @@ from transformers.models.bert.modeling_bert import (
     BertPreTrainedModel,
 )
 
-from .configuration_kronecker_bert import KRONECKER_BERT_AUTO_MAP, KroneckerBertConfig
-from .kronecker_utils import register_kronecker_family
+from .configuration_kronecker_bert import KRONECKER_BERT_AUTO_MAP, KRONECKER_BERT_FIELDS, KroneckerBertConfig
+from .kronecker_utils import finalize_kronecker_loading, register_kronecker_family
 from .layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedLogits, replace_with_kronecker_modules
 
 
@@ -61,36 +61,9 @@ class KroneckerBertPreTrainedModel(BertPreTrainedModel):
 
     @staticmethod
     def _finalize_model_loading(model, load_config, loading_info):
-        # A checkpoint whose factors disagree with its config (an edited config.json, another rank) fails in
-        # Transformers with "look at the above report"; name the factors, their shapes and the config fields instead.
-        try:
-            return BertPreTrainedModel._finalize_model_loading(model, load_config, loading_info)
-        except RuntimeError as error:
-            factors = {
-                f"{name}.{factor}"
-                for name, module in model.named_modules()
-                if isinstance(module, (KroneckerLinear, KroneckerEmbedding))
-                for factor in ("a", "b")
-            }
-            mismatched = sorted(
-                (key, tuple(checkpoint_shape), tuple(model_shape))
-                for key, checkpoint_shape, model_shape in getattr(loading_info, "mismatched_keys", ())
-                if key in factors
-            )
-            if not mismatched:
-                raise
-            config = model.config
-            lines = [
-                f"{key}: {checkpoint_shape} in the checkpoint, {model_shape} from {_config_field(key)}"
-                for key, checkpoint_shape, model_shape in mismatched
-            ]
-            raise ValueError(
-                f"The Kronecker factors in {load_config.pretrained_model_name_or_path} do not have the shapes its "
-                f"config asks for (attention_a_shape={config.attention_a_shape}, ffn_a_shape={config.ffn_a_shape}, "
-                f"embedding_factor={config.embedding_factor}, kronecker_rank={config.kronecker_rank}; factor `a` has "
-                "shape (rank, *a_shape)):\n  " + "\n  ".join(lines) + "\nWas config.json edited after saving? Restore "
-                "the values the weights were saved with."
-            ) from error
+        return finalize_kronecker_loading(
+            BertPreTrainedModel, model, load_config, loading_info, KRONECKER_BERT_FIELDS, _config_field
+        )
 
 
 def _config_field(factor_key: str) -> str:

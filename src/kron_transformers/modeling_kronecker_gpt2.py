@@ -27,8 +27,13 @@ from transformers.models.gpt2.modeling_gpt2 import (
     GPT2PreTrainedModel,
 )
 
-from .configuration_kronecker_gpt2 import KRONECKER_GPT2_AUTO_MAP, KroneckerGPT2Config
-from .kronecker_utils import register_kronecker_family
+from .configuration_kronecker_gpt2 import (
+    KRONECKER_GPT2_AUTO_MAP,
+    KRONECKER_GPT2_FIELDS,
+    KRONECKER_GPT2_MAPS,
+    KroneckerGPT2Config,
+)
+from .kronecker_utils import finalize_kronecker_loading, register_kronecker_family
 from .layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedLogits, replace_with_kronecker_modules
 
 
@@ -58,6 +63,12 @@ class KroneckerGPT2PreTrainedModel(GPT2PreTrainedModel):
         # of its own models.
         super()._initialize_weights(module, is_custom_code=False)
 
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        return finalize_kronecker_loading(
+            GPT2PreTrainedModel, model, load_config, loading_info, KRONECKER_GPT2_FIELDS, _config_field
+        )
+
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         if isinstance(self.get_input_embeddings(), KroneckerEmbedding):
             raise NotImplementedError(
@@ -66,6 +77,14 @@ class KroneckerGPT2PreTrainedModel(GPT2PreTrainedModel):
                 "model with embedding_factor=None to keep a dense embedding."
             )
         return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+
+
+def _config_field(factor_key: str) -> str:
+    """The config fields that set the shape of a factor, e.g. ``transformer.h.1.mlp.c_fc.a``."""
+    if factor_key.split(".")[-2] == "wte":
+        return "embedding_factor, kronecker_rank"
+    field = next(field for field, path in KRONECKER_GPT2_MAPS.items() if f".{path}." in f".{factor_key}")
+    return f"{field}, kronecker_rank"
 
 
 class KroneckerGPT2Model(GPT2Model, KroneckerGPT2PreTrainedModel):
