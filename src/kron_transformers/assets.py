@@ -102,7 +102,7 @@ def news_articles_path() -> Path:
 
 
 def load_rotten_tomatoes(validation_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 42):
-    """Binary sentiment (``label`` 1 = fresh/positive) as a ``DatasetDict`` split by movie, so no movie is in two splits.
+    """Binary sentiment (``label`` 1 = fresh) as a ``DatasetDict`` split by movie, so no movie is in two splits.
 
     Keeps rows whose category is fresh or rotten and drops duplicate texts (12,752 snippets).
     """

@@ -96,8 +96,8 @@ def compress(
     """Compress a dense Transformers model into its Kronecker counterpart.
 
     Args:
-        model: a dense model of a supported class (``BertModel``, ``BertForSequenceClassification``, ``GPT2LMHeadModel``,
-            ...); it is not modified.
+        model: a dense model of a supported class (``BertModel``, ``BertForSequenceClassification``,
+            ``GPT2LMHeadModel``, ...); it is not modified.
         compression: a preset name (``"kronecker-bert-8"``, ``"kngpt2"``, ...), a parameter compression ratio for the
             factored matrices (``8.0``), or a Kronecker config instance.
         show_progress: show a progress bar over the factored modules.
@@ -178,7 +178,8 @@ def compress(
     if missing_in_dense or left_over:
         raise ValueError(
             f"compress() could not map every tensor between {type(model).__name__} and {kronecker_class.__name__}: "
-            f"missing in the dense model: {missing_in_dense or 'none'}; dense tensors left over: {left_over or 'none'}."
+            f"missing in the dense model: {missing_in_dense or 'none'}; "
+            f"dense tensors left over: {left_over or 'none'}."
         )
 
     kronecker_model.train(model.training)

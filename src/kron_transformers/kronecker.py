@@ -39,7 +39,7 @@ def kron_flops(a_shape: tuple[int, int], b_shape: tuple[int, int], rank: int = 1
 
 
 def _left_matmul(a: torch.Tensor, t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ t[i] (+ bias)`` for every ``i``: ``a`` ``(m, k)``, ``t`` ``(n, k, c)``, ``bias`` ``(m, c)`` -> ``(n, m, c)``.
+    """``a @ t[i] (+ bias)`` ``a`` ``(m, k)``, ``t`` ``(n, k, c)``, ``bias`` ``(m, c)`` -> ``(n, m, c)``.
 
     With a wide trailing dimension a broadcast (batched) matmul reads ``t`` in place and adds ``bias`` as it writes.
     With a narrow one (KroneckerBERT's B of 2 columns) each batch would be a matrix-vector product, so ``t`` is

@@ -19,7 +19,7 @@ def _reset_factors(a: torch.Tensor, b: torch.Tensor, std: float) -> None:
 
 
 def _dense_weight(module: nn.Module) -> torch.Tensor:
-    """``(out_features, in_features)`` weight of an ``nn.Linear`` or a Transformers ``Conv1D`` (stored ``(in, out)``)."""
+    """The ``(out, in)`` weight of an ``nn.Linear`` or of a Transformers ``Conv1D`` (which stores it transposed)."""
     if isinstance(module, nn.Linear):
         return module.weight
     if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
@@ -250,7 +250,11 @@ class KroneckerTiedLogits(nn.Module):
         return self.embedding.logits(hidden_states, self.bias)
 
     def extra_repr(self) -> str:
-        return f"tied to KroneckerEmbedding({self.embedding.num_embeddings}, {self.embedding.embedding_dim}), bias={self.bias is not None}"
+        embedding = self.embedding
+        return (
+            f"tied to KroneckerEmbedding({embedding.num_embeddings}, {embedding.embedding_dim}), "
+            f"bias={self.bias is not None}"
+        )
 
 
 def replace_with_kronecker_modules(
