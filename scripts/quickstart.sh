@@ -4,12 +4,6 @@
 # text fetched from PyPI and cached). Extra arguments go to quickstart.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${KRON_VENV:-.venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -e ".[examples]"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+EXTRAS="examples"
+source scripts/venv.sh
 exec "$VENV/bin/python" examples/quickstart.py "$@"
