@@ -29,6 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
+from kronecker_linear import median_time  # the same timing loop as the layer benchmark
+
 from kron_transformers import (
     KroneckerBertConfig,
     KroneckerBertModel,
@@ -69,17 +71,6 @@ def model_specs():
     }
 
 
-def median_seconds(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def inputs(family, batch, vocab):
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, SEQ), generator=generator)
@@ -104,7 +95,7 @@ def generation_tokens_per_second(model, repeats, new_tokens=64):
     kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "use_cache": True,
               "pad_token_id": 0}
     with torch.inference_mode():
-        seconds = median_seconds(lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs),
+        seconds = median_time(lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs),
                                  max(3, repeats // 3), warmup=1)
     return new_tokens / seconds
 
@@ -211,7 +202,7 @@ def main():
             for batch in (1, 8):
                 data = inputs(family, batch, model.config.vocab_size)
                 with torch.inference_mode():
-                    row[f"latency_ms_b{batch}"] = 1e3 * median_seconds(lambda m=model, d=data: m(**d), args.repeats)
+                    row[f"latency_ms_b{batch}"] = 1e3 * median_time(lambda m=model, d=data: m(**d), args.repeats)
             if family == "gpt2":
                 row["generate_tokens_per_s"] = generation_tokens_per_second(model, args.repeats)
             if not args.skip_rss:

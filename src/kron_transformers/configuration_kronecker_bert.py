@@ -10,13 +10,17 @@ This file travels with every checkpoint saved with ``save_pretrained`` (``trust_
 transformers and its siblings ``kronecker.py`` and ``kronecker_utils.py``.
 """
 
-import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
-from .kronecker import divisors, kronecker_shapes
-from .kronecker_utils import architecture_mismatches, check_kronecker_fields, normalise_kronecker_options
+from .kronecker import kronecker_embedding_factor, kronecker_shapes
+from .kronecker_utils import (
+    architecture_mismatches,
+    check_kronecker_fields,
+    check_model_type,
+    normalise_kronecker_options,
+)
 
 
 KRONECKER_BERT_FIELDS = ("attention_a_shape", "ffn_a_shape", "embedding_factor", "kronecker_rank", "kronecker_layers")
@@ -102,14 +106,7 @@ class KroneckerBertConfig(BertConfig):
     def __post_init__(self, **kwargs):
         # from_pretrained passes the checkpoint's model_type: a dense `bert` or a `kronecker_gpt2` checkpoint would
         # otherwise load with a warning and silently random Kronecker factors.
-        model_type = kwargs.pop("model_type", self.model_type)
-        if model_type != self.model_type:
-            raise ValueError(
-                f"This is a `{model_type}` config, not a `{self.model_type}` one, so it cannot build a KroneckerBert "
-                "model. To compress a dense BERT checkpoint, load it with transformers and call "
-                "kron_transformers.compress(model, compression); to load a Kronecker checkpoint of another family, "
-                "use its own class or an AutoModel class."
-            )
+        check_model_type(kwargs.pop("model_type", self.model_type), self.model_type, "KroneckerBert", "BERT")
         for name in ("attention_a_shape", "ffn_a_shape"):
             if isinstance(getattr(self, name), (list, tuple)):
                 setattr(self, name, tuple(getattr(self, name)))
@@ -228,19 +225,6 @@ def _fields_for_ratio(dense_config: BertConfig, compression: float, rank: int) -
         if not shapes:
             raise ValueError(f"No Kronecker shape of rank {rank} exists for the {out_features}x{in_features} maps ({field}).")
         fields[field] = shapes[0]
-    factor = _embedding_factor(dense_config.vocab_size, hidden, compression, rank)
+    factor = kronecker_embedding_factor(dense_config.vocab_size, hidden, compression, rank)
     fields.update(embedding_factor=None if factor == 1 else factor, kronecker_rank=rank, kronecker_layers=None)
     return fields
-
-
-def _embedding_factor(vocab_size: int, embedding_dim: int, compression: float, rank: int) -> int:
-    """The ``f`` dividing ``embedding_dim`` whose compression ``V d / (rank (V d/f + f))`` is nearest ``compression``."""
-    candidates = [f for f in divisors(embedding_dim) if f >= rank]
-    if not candidates:
-        raise ValueError(f"No embedding factor supports kronecker_rank={rank} for hidden_size={embedding_dim}.")
-
-    def distance(f: int) -> float:
-        achieved = vocab_size * embedding_dim / (rank * (vocab_size * embedding_dim // f + f))
-        return abs(math.log(achieved / compression))
-
-    return min(candidates, key=lambda f: (distance(f), f))

@@ -10,13 +10,17 @@ This file travels with every checkpoint saved with ``save_pretrained`` (``trust_
 transformers and its siblings ``kronecker.py`` and ``kronecker_utils.py``.
 """
 
-import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import GPT2Config
 
-from .kronecker import divisors, kronecker_shapes
-from .kronecker_utils import architecture_mismatches, check_kronecker_fields, normalise_kronecker_options
+from .kronecker import kronecker_embedding_factor, kronecker_shapes
+from .kronecker_utils import (
+    architecture_mismatches,
+    check_kronecker_fields,
+    check_model_type,
+    normalise_kronecker_options,
+)
 
 
 # Config field -> the factored submodule inside each block ``h.{i}``.
@@ -96,14 +100,7 @@ class KroneckerGPT2Config(GPT2Config):
     def __post_init__(self, **kwargs):
         # from_pretrained passes the checkpoint's model_type: a dense `gpt2` or a `kronecker_bert` checkpoint would
         # otherwise load with a warning and silently random Kronecker factors.
-        model_type = kwargs.pop("model_type", self.model_type)
-        if model_type != self.model_type:
-            raise ValueError(
-                f"This is a `{model_type}` config, not a `{self.model_type}` one, so it cannot build a KroneckerGPT2 "
-                "model. To compress a dense GPT-2 checkpoint, load it with transformers and call "
-                "kron_transformers.compress(model, compression); to load a Kronecker checkpoint of another family, "
-                "use its own class or an AutoModel class."
-            )
+        check_model_type(kwargs.pop("model_type", self.model_type), self.model_type, "KroneckerGPT2", "GPT-2")
         for name in KRONECKER_GPT2_MAPS:
             if isinstance(getattr(self, name), (list, tuple)):
                 setattr(self, name, tuple(getattr(self, name)))
@@ -222,25 +219,9 @@ def _fields_for_ratio(
                 f"No Kronecker shape of rank {rank} exists for the {out_features}x{in_features} map ({field})."
             )
         fields[field] = shapes[0]
-    fields["embedding_factor"] = _embedding_factor(
+    fields["embedding_factor"] = kronecker_embedding_factor(
         dense_config.vocab_size, dense_config.n_embd, embedding_compression, rank
     )
     fields["kronecker_rank"] = rank
     fields["kronecker_layers"] = None if layers == "all" else list(range(1, dense_config.n_layer, 2))
     return fields
-
-
-def _embedding_factor(vocab_size: int, embedding_dim: int, compression: float, rank: int) -> int:
-    """The ``f`` dividing ``embedding_dim`` whose compression ``V d / (rank (V d/f + f))`` is nearest ``compression``.
-
-    Ties go to the smaller ``f`` (the cheaper lookup).
-    """
-    candidates = [f for f in divisors(embedding_dim) if f >= rank]
-    if not candidates:
-        raise ValueError(f"No embedding factor supports kronecker_rank={rank} for embedding_dim={embedding_dim}.")
-
-    def distance(f: int) -> float:
-        achieved = vocab_size * embedding_dim / (rank * (vocab_size * embedding_dim // f + f))
-        return abs(math.log(achieved / compression))
-
-    return min(candidates, key=lambda f: (distance(f), f))

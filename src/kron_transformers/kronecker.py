@@ -244,6 +244,20 @@ def kronecker_shapes(
     return shapes[:max_results] if max_results is not None else shapes
 
 
+def kronecker_embedding_factor(vocab_size: int, embedding_dim: int, compression: float, rank: int = 1) -> int:
+    """The factor ``f`` dividing ``embedding_dim`` whose embedding compression ``V d / (rank (V d/f + f))`` is nearest
+    ``compression`` (on a log scale); ties go to the smaller ``f`` (the cheaper lookup)."""
+    candidates = [f for f in divisors(embedding_dim) if f >= rank]
+    if not candidates:
+        raise ValueError(f"No embedding factor supports kronecker_rank={rank} for embedding_dim={embedding_dim}.")
+
+    def distance(f: int) -> float:
+        achieved = vocab_size * embedding_dim / (rank * (vocab_size * embedding_dim // f + f))
+        return abs(math.log(achieved / compression))
+
+    return min(candidates, key=lambda f: (distance(f), f))
+
+
 def kronecker_compression(out_features: int, in_features: int, a_shape: tuple[int, int], rank: int = 1) -> float:
     """Parameter compression ``out * in / (rank * (|a| + |b|))`` of a factored weight (biases not counted)."""
     m2, n2 = check_kronecker_shape(out_features, in_features, a_shape)

@@ -13,6 +13,18 @@ from .kronecker import check_kronecker_shape, divisors
 from .layers import KroneckerEmbedding, KroneckerLinear
 
 
+def check_model_type(model_type: str, expected: str, family: str, dense_name: str) -> None:
+    """``from_pretrained`` passes the checkpoint's ``model_type``: a dense checkpoint, or one of the other Kronecker
+    family, would otherwise load with a warning and silently random Kronecker factors."""
+    if model_type != expected:
+        raise ValueError(
+            f"This is a `{model_type}` config, not a `{expected}` one, so it cannot build a {family} model. To "
+            f"compress a dense {dense_name} checkpoint, load it with transformers and call "
+            "kron_transformers.compress(model, compression); to load a Kronecker checkpoint of another family, use "
+            "its own class or an AutoModel class."
+        )
+
+
 def normalise_kronecker_options(options: dict, fields: tuple[str, ...], family: str) -> dict:
     """``options`` with ``rank`` renamed ``kronecker_rank``; a ``ValueError``, with hints, for unknown ones."""
     options = dict(options)
