@@ -53,7 +53,6 @@ teacher, each student stage (checkpoints every ``--save_steps`` while training; 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
@@ -67,15 +66,15 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_CACHE,
-    DEFAULT_RESULTS,
     PROJECTION_FILE,
+    experiment_parser,
     format_seconds,
     load_weights,
     markdown_table,
     matplotlib_pyplot,
     pin_settings,
     read_json,
+    resolve_dirs,
     run_stage,
     setup_runtime,
     stage_arguments,
@@ -95,17 +94,7 @@ VARIANT_LABELS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache_dir", type=Path, default=None,
-                        help="default benchmarks/quality/cache/bert_sentiment (smoke: .../bert_sentiment_smoke)")
-    parser.add_argument("--results_dir", type=Path, default=None,
-                        help="default benchmarks/results (smoke: <cache_dir>/results, so smoke runs never overwrite "
-                             "real results)")
-    parser.add_argument("--smoke", action="store_true", help="tiny random teacher, tiny data, a few steps")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 (default) is robust on a machine shared with other jobs, where 2 "
-                             "threads on 2 busy cores ran 5-10x slower; use 2 on an idle machine")
+    parser = experiment_parser(__doc__, "bert_sentiment", "tiny random teacher, tiny data, a few steps")
     parser.add_argument("--compressions", type=float, nargs="+", default=[4.0, 8.0],
                         help="compress() ratios of the Kronecker students (whole-model compression is reported)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
@@ -125,12 +114,10 @@ def parse_args(argv=None):
     parser.add_argument("--train_sentences", type=int, default=None, help="subset of the sentiment training split")
     parser.add_argument("--eval_sentences", type=int, default=None, help="subset of the validation split")
     parser.add_argument("--news_articles", type=int, default=None, help="subset of the news training articles")
-    parser.add_argument("--save_steps", type=int, default=100, help="checkpoint interval (resumability)")
     args = parser.parse_args(argv)
     if args.smoke:
         apply_smoke(args, parser)
-    args.cache_dir = args.cache_dir or DEFAULT_CACHE / ("bert_sentiment_smoke" if args.smoke else "bert_sentiment")
-    args.results_dir = args.results_dir or (args.cache_dir / "results" if args.smoke else DEFAULT_RESULTS)
+    resolve_dirs(args, "bert_sentiment")
     return args
 
 

@@ -36,7 +36,6 @@ resumes; ``final.safetensors`` and ``result.json`` after). Results: ``benchmarks
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -49,13 +48,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    DEFAULT_CACHE,
-    DEFAULT_RESULTS,
+    experiment_parser,
     format_seconds,
     load_weights,
     markdown_table,
     matplotlib_pyplot,
     pin_settings,
+    resolve_dirs,
     run_stage,
     setup_runtime,
     stage_arguments,
@@ -72,16 +71,7 @@ STUDENT_LABELS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache_dir", type=Path, default=None,
-                        help="default benchmarks/quality/cache/gpt2_news (smoke: .../gpt2_news_smoke)")
-    parser.add_argument("--results_dir", type=Path, default=None,
-                        help="default benchmarks/results (smoke: <cache_dir>/results)")
-    parser.add_argument("--smoke", action="store_true", help="tiny GPT-2, tiny data, a few steps")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 (default) is robust on a machine shared with other jobs, where 2 "
-                             "threads on 2 busy cores ran 5-10x slower; use 2 on an idle machine")
+    parser = experiment_parser(__doc__, "gpt2_news", "tiny GPT-2, tiny data, a few steps")
     parser.add_argument("--n_embd", type=int, default=192)
     parser.add_argument("--n_layer", type=int, default=6)
     parser.add_argument("--n_head", type=int, default=6)
@@ -95,7 +85,6 @@ def parse_args(argv=None):
     parser.add_argument("--alpha_task", type=float, default=1.0, help="weight of the students' own causal-LM loss")
     parser.add_argument("--news_articles", type=int, default=None, help="subset of the training articles")
     parser.add_argument("--eval_blocks", type=int, default=None, help="subset of the test blocks (default all)")
-    parser.add_argument("--save_steps", type=int, default=100, help="checkpoint interval (resumability)")
     args = parser.parse_args(argv)
     if args.smoke:
         tiny = {"n_embd": 24, "n_layer": 2, "n_head": 2, "block_size": 32, "batch_size": 2, "teacher_steps": 3,
@@ -105,8 +94,7 @@ def parse_args(argv=None):
                 setattr(args, name, value)
     if args.n_layer % 2:
         parser.error(f"--n_layer must be even (DistilGPT2-style keeps half the layers); got {args.n_layer}.")
-    args.cache_dir = args.cache_dir or DEFAULT_CACHE / ("gpt2_news_smoke" if args.smoke else "gpt2_news")
-    args.results_dir = args.results_dir or (args.cache_dir / "results" if args.smoke else DEFAULT_RESULTS)
+    resolve_dirs(args, "gpt2_news")
     return args
 
 
