@@ -60,6 +60,10 @@ SCRIPT = textwrap.dedent(
         save_file(trainer.projection.state_dict(), sys.argv[1] + "/projection.safetensors")
         losses = [log["loss_hidden"] for log in trainer.state.log_history if "loss_hidden" in log]
         save_file({"loss_hidden": torch.tensor(losses)}, sys.argv[1] + "/logs.safetensors")
+    if torch.distributed.is_initialized():
+        # Leave together: a rank that exits while gloo still holds its peers' connections can abort (SIGABRT).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     """
 )
 
