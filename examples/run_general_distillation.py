@@ -18,6 +18,7 @@ compressed by a preset or ratio. Evaluation reports the student's own MLM/CLM lo
 import logging
 import math
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
@@ -78,6 +79,11 @@ class DataTrainingArguments:
         default=5, metadata={"help": "Validation share of the training data when there is no validation split."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Texts are concatenated and cut into blocks this long."})
+    min_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Cut blocks of mixed lengths instead, drawn uniformly from [min_seq_length, max_seq_length] "
+                  "(seeded): a student distilled on one length only may not behave like its teacher on others."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for the MLM objective."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the tokenized datasets."})
@@ -91,6 +97,11 @@ class DataTrainingArguments:
             path = getattr(self, name)
             if path is not None and path.rsplit(".", 1)[-1] not in ("txt", "csv", "json", "jsonl"):
                 raise ValueError(f"--{name} must be a .txt, .csv or .json/.jsonl file; got {path!r}.")
+        if self.min_seq_length is not None and not 1 <= self.min_seq_length <= self.max_seq_length:
+            raise ValueError(
+                f"--min_seq_length must be between 1 and --max_seq_length={self.max_seq_length}; got "
+                f"{self.min_seq_length}."
+            )
 
 
 def parse_compression(value):
@@ -149,17 +160,27 @@ def main(argv=None):
         texts = [t for t in examples[text_column] if t and not t.isspace()]
         return tokenizer(texts, return_special_tokens_mask=objective == "mlm")
 
-    def group(examples):
+    min_block = min(data_args.min_seq_length or block_size, block_size)
+
+    def group(examples, indices):
         concatenated = {k: list(chain(*examples[k])) for k in examples}
-        total = (len(concatenated["input_ids"]) // block_size) * block_size
-        return {k: [v[i:i + block_size] for i in range(0, total, block_size)] for k, v in concatenated.items()}
+        # Block lengths drawn from a generator seeded by the batch's position: the same blocks on every run.
+        generator = random.Random(f"{training_args.seed}-{indices[0] if indices else 0}")
+        bounds, start = [], 0
+        while True:
+            length = generator.randint(min_block, block_size)
+            if start + length > len(concatenated["input_ids"]):
+                break
+            bounds.append((start, start + length))
+            start += length
+        return {k: [v[i:j] for i, j in bounds] for k, v in concatenated.items()}
 
     with training_args.main_process_first(desc="tokenizing and grouping"):
         tokenized = raw.map(tokenize, batched=True, num_proc=data_args.preprocessing_num_workers,
                             remove_columns=raw["train"].column_names, load_from_cache_file=not data_args.overwrite_cache,
                             desc="Tokenizing")
-        blocks = tokenized.map(group, batched=True, num_proc=data_args.preprocessing_num_workers,
-                               load_from_cache_file=not data_args.overwrite_cache, desc=f"Grouping into {block_size}")
+        blocks = tokenized.map(group, batched=True, with_indices=True, num_proc=data_args.preprocessing_num_workers,
+                               load_from_cache_file=not data_args.overwrite_cache, desc=f"Grouping into blocks of {min_block}-{block_size}")
 
     def take(split, limit):
         dataset = blocks[split]

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .kronecker import check_kronecker_shape, kron_linear, kron_weight, nearest_kronecker_product
+from .kronecker import (
+    calibrated_nearest_kronecker_product,
+    check_kronecker_shape,
+    kron_linear,
+    kron_weight,
+    nearest_kronecker_product,
+)
 
 
 def _reset_factors(a: torch.Tensor, b: torch.Tensor, std: float) -> None:
@@ -81,14 +87,23 @@ class KroneckerLinear(nn.Module):
         return kron_linear(x, self.a, self.b, self.bias)
 
     @classmethod
-    def from_linear(cls, module: nn.Module, a_shape: tuple[int, int], rank: int = 1) -> "KroneckerLinear":
-        """The nearest Kronecker factorisation of an ``nn.Linear`` or GPT-2 ``Conv1D`` (Van Loan & Pitsianis 1993)."""
+    def from_linear(
+        cls, module: nn.Module, a_shape: tuple[int, int], rank: int = 1, input_moment: torch.Tensor | None = None
+    ) -> "KroneckerLinear":
+        """The nearest Kronecker factorisation of an ``nn.Linear`` or GPT-2 ``Conv1D`` (Van Loan & Pitsianis 1993).
+
+        With ``input_moment`` (``X.T X`` of calibration inputs, ``(in_features, in_features)``) the factors minimise
+        the output error on those inputs instead (``calibrated_nearest_kronecker_product``).
+        """
         weight = _dense_weight(module)
         out_features, in_features = weight.shape
         layer = cls(
             in_features, out_features, a_shape, rank, bias=module.bias is not None, device="meta", dtype=weight.dtype
         )
-        a, b = nearest_kronecker_product(weight, layer.a_shape, rank)
+        if input_moment is None:
+            a, b = nearest_kronecker_product(weight, layer.a_shape, rank)
+        else:
+            a, b = calibrated_nearest_kronecker_product(weight, layer.a_shape, input_moment, rank)
         layer.a = nn.Parameter(a)
         layer.b = nn.Parameter(b)
         if module.bias is not None:
