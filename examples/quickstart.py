@@ -45,6 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fidelity_texts", type=int, default=200,
+                        help="held-out news articles per length for the teacher-student agreement")
     return parser.parse_args(argv)
 
 
@@ -87,6 +89,55 @@ def time_inference(models, batch, repeats=10):
                 model(**batch)
                 record.append(time.perf_counter() - start)
     return [sorted(record)[len(record) // 2] for record in times]
+
+
+def measure_fidelity(teacher, student, tokenizer, seed: int = 42, news_texts: int = 200) -> dict:
+    """Teacher and student in the distillation distribution and beyond it.
+
+    - ``snippets``: accuracy on every validation snippet (about 18 words; the inputs both stages trained on);
+    - ``long_reviews``: accuracy on reviews of 128 and 256 tokens joined from same-movie, same-label validation
+      snippets (no validation movie is in training), with each model's fraction of positive predictions;
+    - ``news_agreement``: on held-out news articles (text of another domain) cut to 64, 128, 256 and 512 tokens, the
+      fraction of identical predictions and the mean KL(teacher || student) of the predicted distributions.
+    """
+    from kron_transformers import fidelity
+    from kron_transformers.assets import load_news_articles, load_rotten_tomatoes
+
+    models = {"teacher": teacher.eval(), "student": student.eval()}
+    validation = load_rotten_tomatoes(seed=seed)["validation"]
+    snippets = tokenizer(validation["sentence"], truncation=True, max_length=64)["input_ids"]
+    labels = torch.tensor(validation["label"])
+    result = {"snippets": {}}
+    for name, model in models.items():
+        predicted = fidelity.predictions(model, tokenizer, snippets)
+        result["snippets"][name] = (predicted == labels).float().mean().item()
+        result["snippets"][f"{name}_positive"] = predicted.float().mean().item()
+    result["long_reviews"] = fidelity.accuracy_by_length(
+        models, tokenizer, validation["sentence"], validation["label"], validation["movie_name"], lengths=(128, 256)
+    )
+    news = load_news_articles(seed=seed)["test"]["text"]
+    result["news_agreement"] = fidelity.agreement_by_length(
+        teacher, student, tokenizer, news, lengths=(64, 128, 256, 512), max_texts=news_texts
+    )
+    return result
+
+
+def fidelity_table(result: dict) -> str:
+    """The fidelity figures as printed lines."""
+    lines = [f"{'accuracy':<34}{'teacher':>10}{'student':>10}{'retained':>10}{'student pos.':>14}"]
+    rows = [("validation snippets (< 64 tokens)", result["snippets"], "teacher", "student", "student_positive")]
+    for length, row in result["long_reviews"].items():
+        rows.append((f"joined reviews, {length} tokens ({row['examples']})", row, "teacher", "student",
+                     "student_positive"))
+    for label, row, teacher, student, positive in rows:
+        lines.append(f"{label:<34}{row[teacher]:>10.4f}{row[student]:>10.4f}{row[student] / row[teacher]:>10.1%}"
+                     f"{row[positive]:>14.2f}")
+    lines.append(f"{'held-out news, tokens':<34}" + "".join(f"{length:>10}" for length in result["news_agreement"]))
+    lines.append(f"{'  identical predictions':<34}"
+                 + "".join(f"{row['agreement']:>10.3f}" for row in result["news_agreement"].values()))
+    lines.append(f"{'  mean KL(teacher || student)':<34}"
+                 + "".join(f"{row['kl']:>10.4f}" for row in result["news_agreement"].values()))
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -146,6 +197,9 @@ def main(argv=None):
         reloaded = AutoModelForSequenceClassification.from_pretrained(out / "student").eval()
         same = torch.equal(reloaded(**batch).logits.argmax(-1), student.eval()(**batch).logits.argmax(-1))
 
+    print("\n=== fidelity: beyond the distillation data ===", flush=True)
+    fidelity = measure_fidelity(teacher, student, tokenizer, seed=args.seed, news_texts=args.fidelity_texts)
+
     summary = {
         "teacher_accuracy": teacher_eval["eval_accuracy"],
         "student_accuracy": student_eval["eval_accuracy"],
@@ -158,6 +212,7 @@ def main(argv=None):
         "student_class": type(student).__name__,
         "train_sentences": n_train,
         "eval_sentences": n_eval,
+        "fidelity": fidelity,
         "wall_time_minutes": (time.time() - start) / 60,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -168,6 +223,7 @@ def main(argv=None):
     print(f"{'CPU latency (ms, b32)':<22}{1e3 * teacher_time:>14.1f}{1e3 * student_time:>14.1f}")
     print(f"retained accuracy {summary['retained']:.1%}, compression {summary['compression']:.2f}x, "
           f"CPU speed-up {summary['cpu_speedup_batch32']:.2f}x")
+    print(f"\n{fidelity_table(fidelity)}")
     print(f"student saved to {out / 'student'} ({summary['student_class']}); reloaded with "
           f"AutoModelForSequenceClassification: predictions identical = {same}")
     print(f"wall time {summary['wall_time_minutes']:.1f} min; summary in {out / 'summary.json'}")

@@ -122,3 +122,62 @@ def test_compress_with_calibration_lowers_the_output_error_and_reports_it():
     assert sum(m.output_error for m in linear) < 0.97 * sum(
         output_error(dense.get_submodule(m.name).weight, plain.get_submodule(m.name).dense_weight(),
                      moments[m.name]).item() for m in linear)
+
+
+WORDS = "the a cat dog sat on mat and ran fast slow red big small".split()
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    from transformers import BertForMaskedLM, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("dense") / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    vocab = folder.parent / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    return folder
+
+
+def test_kron_compress_calibration_file_gives_the_calibrated_factors(capsys, tmp_path, bert_dir):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
+
+    from kron_transformers.cli import main
+
+    texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(12)]
+    (tmp_path / "calibration.jsonl").write_text("".join(f'{{"text": "{t}"}}\n' for t in texts))
+    status = main([str(bert_dir), str(tmp_path / "out"), "--compression", "4", "--calibration_file",
+                   str(tmp_path / "calibration.jsonl"), "--calibration_samples", "10"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "output error |" in out
+
+    dense = BertForMaskedLM.from_pretrained(bert_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
+    calibration = [{"input_ids": ids} for ids in tokenizer(texts[:10], truncation=True, max_length=256)["input_ids"]]
+    expected = compress(dense, 4.0, calibration_data=calibration, show_progress=False)
+    assert expected.compression_report.to_markdown() in out
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "out")
+    for name, tensor in expected.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], tensor, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [(None, "missing.txt", "no such file"), ("x", "data.csv", "expected a .txt, .json or .jsonl file"),
+     ("\n\n", "empty.txt", "holds no text"), ("{not json", "bad.jsonl", "Cannot read --calibration_file")],
+)
+def test_kron_compress_rejects_a_bad_calibration_file_before_loading_weights(
+    capsys, tmp_path, bert_dir, content, name, message
+):
+    from kron_transformers.cli import main
+
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    status = main([str(bert_dir), str(tmp_path / "out"), "--compression", "4", "--calibration_file",
+                   str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -540,3 +540,59 @@ def test_each_component_reaches_tensorboard(tmp_path):
         scalars = events.Scalars(f"train/{name}")
         assert [s.step for s in scalars] == [1, 2]
         assert [s.value for s in scalars] == pytest.approx([log[name] for log in logged], rel=1e-5)
+
+
+def test_teacher_normalised_losses_divide_each_term_by_the_teachers_mean_square(tmp_path):
+    teacher = make_model(BertForSequenceClassification, bert_config(layers=2, num_labels=3), seed=0)
+    student = make_model(BertForSequenceClassification, bert_config(layers=2, num_labels=3), seed=1)
+    batch = batch_of(make_dataset(4, labels="class", seed=3))
+    plain = IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path, alpha_task=1.0))
+    normalised = IlkdTrainer(model=student, teacher_model=teacher,
+                             args=ilkd_args(tmp_path, alpha_task=1.0, loss_normalization="teacher"))
+    raw, _ = plain.distillation_losses(student.train(), batch)
+    scaled, _ = normalised.distillation_losses(student.train(), batch)
+
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        outputs = teacher(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
+    mean_square = [(h[real] ** 2).mean().item() for h in outputs.hidden_states]
+    assert scaled["embedding"].item() == pytest.approx(raw["embedding"].item() / mean_square[0], rel=1e-9)
+    # Per layer: the hidden term is the mean over layers of each layer's MSE over its own scale.
+    with torch.no_grad():
+        student_hidden = student(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
+    per_layer = [((student_hidden.hidden_states[i][real] - outputs.hidden_states[i][real]) ** 2).mean().item()
+                 / mean_square[i] for i in (1, 2)]
+    assert scaled["hidden"].item() == pytest.approx(sum(per_layer) / 2, rel=1e-9)
+    # Attention: scores dwarf hidden states in size; after normalisation the terms are of one order.
+    assert scaled["attention"].item() != pytest.approx(raw["attention"].item())
+    for name in ("logits", "task"):  # scale-free terms are unchanged
+        assert scaled[name].item() == pytest.approx(raw[name].item(), rel=1e-12)
+    scales = normalised._loss_scales
+    assert len(scales["hidden"]) == 3 and len(scales["attention"]) == 2
+    with record_attention_scores(teacher) as records, torch.no_grad():
+        teacher(**{k: v for k, v in batch.items() if k != "labels"})
+    for layer, record in enumerate(records):
+        attended = record.mask.expand_as(record.scores) & real[:, None, :, None]
+        rows = [(record.scores[b, h, q][attended[b, h, q]] ** 2).mean().item()
+                for b in range(4) for q in range(SEQ) if real[b, q] for h in range(4)]
+        assert scales["attention"][layer].item() == pytest.approx(sum(rows) / len(rows), rel=1e-9)
+
+
+def test_teacher_normalised_losses_keep_gradient_accumulation_exact(tmp_path):
+    teacher = make_model(BertForSequenceClassification, bert_config(hidden=32, layers=2, num_labels=3))
+    student = make_model(BertForSequenceClassification, bert_config(hidden=32, layers=2, num_labels=3), seed=1)
+    data = make_dataset(8, "class")
+    settings = dict(max_steps=1, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
+                    loss_normalization="teacher")
+    states = {}
+    for batch_size, accumulation in [(8, 1), (2, 4)]:
+        trainer = distil(tmp_path / f"{batch_size}", copy.deepcopy(student), teacher, data,
+                         per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **settings)
+        states[batch_size] = trainer.model.state_dict()
+    for key in states[8]:
+        torch.testing.assert_close(states[2][key], states[8][key], rtol=0, atol=1e-10, msg=key)
+
+
+def test_loss_normalization_must_be_known(tmp_path):
+    with pytest.raises(ValueError, match="loss_normalization must be 'none' or 'teacher'"):
+        ilkd_args(tmp_path, loss_normalization="layer")

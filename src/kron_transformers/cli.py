@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="dtype of the saved checkpoint (default: the dense checkpoint's); the factorisation runs in float32",
     )
+    parser.add_argument(
+        "--calibration_file",
+        metavar="FILE",
+        help="text the compressed model should behave like the dense one on (.txt: one text per line; .json/.jsonl: a "
+        "'text' field): each linear map then starts at the factors minimising its output error on these inputs "
+        "(activation-aware initialisation) instead of its weight error; the report adds each map's output error",
+    )
+    parser.add_argument(
+        "--calibration_samples", type=_positive_int, default=128, help="texts read from --calibration_file (128)"
+    )
+    parser.add_argument(
+        "--calibration_max_length", type=_positive_int, default=256,
+        help="tokens kept per calibration text (256; capped at the model's maximum)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
     parser.add_argument("--push_to_hub", action="store_true", help="also upload the checkpoint to the Hub")
     parser.add_argument("--hub_model_id", help="Hub repo to push to (default: the name of OUTPUT_DIR)")
@@ -185,6 +199,34 @@ def _make_parent(parent: Path) -> list[Path]:
     return missing[::-1]
 
 
+def read_calibration_texts(path: str, limit: int) -> list[str]:
+    """Up to ``limit`` non-empty texts from a .txt file (a text per line) or a .json/.jsonl file (``text`` fields)."""
+    import json
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CliError(f"--calibration_file {path!r}: no such file.")
+    suffix = file.suffix.lower()
+    if suffix not in (".txt", ".json", ".jsonl"):
+        raise CliError(f"--calibration_file {path!r}: expected a .txt, .json or .jsonl file; got {suffix or 'none'}.")
+    try:
+        content = file.read_text(encoding="utf-8")
+        if suffix == ".txt":
+            texts = content.splitlines()
+        else:
+            records = json.loads(content) if suffix == ".json" else [json.loads(line) for line in content.splitlines()
+                                                                        if line.strip()]
+            if isinstance(records, dict):
+                records = records.get("data", [records])
+            texts = [record["text"] if isinstance(record, dict) else record for record in records]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise CliError(f"Cannot read --calibration_file {path!r}: {_one_line(error)}") from error
+    texts = [text for text in texts if isinstance(text, str) and text.strip()][:limit]
+    if not texts:
+        raise CliError(f"--calibration_file {path!r} holds no text.")
+    return texts
+
+
 def compress_checkpoint(args: argparse.Namespace) -> Path:
     """Load MODEL, compress it, write the Kronecker checkpoint to OUTPUT_DIR atomically; return OUTPUT_DIR."""
     from transformers import AutoConfig, AutoTokenizer
@@ -219,6 +261,10 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         raise CliError(_one_line(error)) from error
     del skeleton
 
+    calibration_texts = None
+    if args.calibration_file is not None:
+        calibration_texts = read_calibration_texts(args.calibration_file, args.calibration_samples)
+
     repo_id = None
     if args.push_to_hub:  # fail before the long part if the Hub refuses the repo
         try:
@@ -240,8 +286,18 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
                 raise CliError(f"Cannot load the tokenizer of MODEL {args.model!r}: {_one_line(error)}") from error
             print(f"{PROG}: note: no tokenizer saved ({_one_line(error)})", file=sys.stderr)
 
+    calibration_data = None
+    if calibration_texts is not None:
+        if tokenizer is None:
+            raise CliError(f"--calibration_file needs the tokenizer of MODEL {args.model!r}, and it has none.")
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        max_length = min(args.calibration_max_length, limit or args.calibration_max_length)
+        encoded = tokenizer(calibration_texts, truncation=True, max_length=max_length)
+        calibration_data = [{"input_ids": ids} for ids in encoded["input_ids"]]
     try:
-        model = compression_module.compress(dense, compression, show_progress=True, **overrides)
+        model = compression_module.compress(
+            dense, compression, calibration_data=calibration_data, show_progress=True, **overrides
+        )
     except ValueError as error:
         raise CliError(_one_line(error)) from error
     report = model.compression_report

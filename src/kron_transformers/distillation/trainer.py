@@ -53,6 +53,15 @@ class IlkdTrainingArguments(TrainingArguments):
             "probabilities (KnGPT2)."
         },
     )
+    loss_normalization: Literal["none", "teacher"] = field(
+        default="none",
+        metadata={
+            "help": "teacher: divide each squared-error term (the embedding output, every layer's hidden states and, "
+            "with mse_scores, every layer's attention scores) by the teacher's own mean square of that tensor, "
+            "measured once on the first training batch, so that no term dominates the loss by its scale alone "
+            "(attention scores are 2-3 orders of magnitude above hidden states). KL terms are scale-free: unchanged."
+        },
+    )
     layer_map: list[int] | None = field(
         default=None,
         metadata={
@@ -75,6 +84,8 @@ class IlkdTrainingArguments(TrainingArguments):
             raise ValueError(f"temperature must be a finite number > 0; got {self.temperature!r}.")
         if self.attention_loss not in ("mse_scores", "kl"):
             raise ValueError(f"attention_loss must be 'mse_scores' or 'kl'; got {self.attention_loss!r}.")
+        if self.loss_normalization not in ("none", "teacher"):
+            raise ValueError(f"loss_normalization must be 'none' or 'teacher'; got {self.loss_normalization!r}.")
         if self.layer_map is not None:
             self.layer_map = list(self.layer_map)
             bad = [layer for layer in self.layer_map if not (isinstance(layer, int) and layer >= 0)]
@@ -213,6 +224,7 @@ class IlkdTrainer(Trainer):
                 )
             self.add_callback(_ProjectionCallback(self))
 
+        self._loss_scales: dict[str, list[torch.Tensor]] | None = None
         self._shift_labels = student.can_generate() and not getattr(student.config, "is_encoder_decoder", False)
         self._normalizers: dict[str, torch.Tensor] | None = None
         self._component_sums: dict[str, torch.Tensor] = {}
@@ -299,6 +311,10 @@ class IlkdTrainer(Trainer):
         device = inputs["input_ids"].device
         mask = inputs.get("attention_mask")
         mask = mask.to(device=device, dtype=torch.bool) if mask is not None else None
+        if args.loss_normalization == "teacher" and self._loss_scales is None:
+            # Outside train() (a direct call): measure on this batch.
+            self._loss_scales = self.measure_teacher_scales([inputs])
+        scales = self._loss_scales if args.loss_normalization == "teacher" else None
         normalizers = self._normalizers if self._normalizers is not None else self._count_local(inputs, device)
         world_size = normalizers["world_size"]
         # Losses are computed in at least float32 (float64 for a float64 student): scale them in that dtype.
@@ -316,18 +332,19 @@ class IlkdTrainer(Trainer):
             if projection is not None:
                 student_embedding = projection.embedding(student_embedding)
             loss = hidden_state_loss(student_embedding, teacher_hidden[0], mask, reduction="sum")
-            components["embedding"] = loss * per_token
+            components["embedding"] = loss * per_token / (scales["hidden"][0] if scales else 1)
         if args.alpha_hidden > 0:
             total = 0
             for student_layer, teacher_layer in enumerate(self.layer_map):
                 hidden = student_hidden[student_layer + 1]
                 if projection is not None:
                     hidden = projection.hidden(hidden)
-                total = total + hidden_state_loss(hidden, teacher_hidden[teacher_layer + 1], mask, reduction="sum")
+                loss = hidden_state_loss(hidden, teacher_hidden[teacher_layer + 1], mask, reduction="sum")
+                total = total + loss / (scales["hidden"][teacher_layer + 1] if scales else 1)
             components["hidden"] = total * per_token / num_layers
         if want_attention:
             components["attention"] = (
-                self._attention_loss(student_records, teacher_records, mask) * per_token / num_layers
+                self._attention_loss(student_records, teacher_records, mask, scales) * per_token / num_layers
             )
         if args.alpha_logits > 0:
             if "logits" not in outputs and "start_logits" not in outputs:
@@ -359,7 +376,11 @@ class IlkdTrainer(Trainer):
         return record_attention_scores(model) if enabled else contextlib.nullcontext()
 
     def _attention_loss(
-        self, student_records: list[AttentionRecord], teacher_records: list[AttentionRecord], mask: torch.Tensor | None
+        self,
+        student_records: list[AttentionRecord],
+        teacher_records: list[AttentionRecord],
+        mask: torch.Tensor | None,
+        scales: dict[str, list[torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         student_layers, teacher_layers = len(self.layer_map), self.teacher_model.config.num_hidden_layers
         if len(student_records) != student_layers or len(teacher_records) != teacher_layers:
@@ -378,8 +399,46 @@ class IlkdTrainer(Trainer):
             key = (id(student_record.mask), id(teacher_record.mask))
             if key not in pair_masks:
                 pair_masks[key] = _and_masks(_and_masks(student_record.mask, teacher_record.mask), query_mask)
-            total = total + loss_fn(student_record.scores, teacher_record.scores, pair_masks[key], reduction="sum")
+            loss = loss_fn(student_record.scores, teacher_record.scores, pair_masks[key], reduction="sum")
+            if scales is not None and self.args.attention_loss == "mse_scores":
+                loss = loss / scales["attention"][teacher_layer]
+            total = total + loss
         return total
+
+    def _attention_pair_mask(self, record: AttentionRecord, mask: torch.Tensor | None) -> torch.Tensor | None:
+        return _and_masks(record.mask, mask[:, None, :, None] if mask is not None else None)
+
+    @torch.no_grad()
+    def measure_teacher_scales(self, batches: list[dict[str, Any]]) -> dict[str, list[torch.Tensor]]:
+        """The teacher's mean square of each distilled tensor over ``batches`` (and all processes): ``hidden`` (the
+        embedding output, then every layer's output, per real token) and ``attention`` (every layer's pre-softmax
+        scores, per query row the loss counts). ``loss_normalization="teacher"`` divides each squared-error term by
+        them."""
+        args = self.args
+        want_attention = args.alpha_attention > 0 and args.attention_loss == "mse_scores"
+        sums, counts = 0, 0
+        for inputs in batches:
+            teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}
+            with self._recording(self.teacher_model, want_attention) as records:
+                outputs = self.teacher_model(**teacher_inputs, output_hidden_states=True)
+            mask = inputs.get("attention_mask")
+            mask = mask.to(device=inputs["input_ids"].device, dtype=torch.bool) if mask is not None else None
+            tokens = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
+            # The loss of an all-zero student is the teacher's square over exactly the items the loss counts.
+            hidden = [hidden_state_loss(torch.zeros_like(h), h, mask, reduction="sum") for h in outputs.hidden_states]
+            attention, rows = [], []
+            for record in records if want_attention else []:
+                pair_mask = self._attention_pair_mask(record, mask)
+                attention.append(attention_score_loss(torch.zeros_like(record.scores), record.scores, pair_mask,
+                                                      reduction="sum"))
+                rows.append(pair_mask.any(dim=-1).any(dim=1).sum() if pair_mask is not None else tokens)
+            sums = sums + torch.stack(hidden + attention).to(torch.float64)
+            counts = counts + torch.stack([tokens] * len(hidden) + rows).to(device=sums.device, dtype=torch.float64)
+        if self.accelerator.num_processes > 1:
+            sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum")
+        values = (sums / counts.clamp(min=1)).clamp(min=torch.finfo(torch.float32).tiny)
+        n_hidden = len(hidden)
+        return {"hidden": list(values[:n_hidden]), "attention": list(values[n_hidden:])}
 
     @staticmethod
     def _is_sequence_level(outputs) -> bool:
@@ -440,6 +499,19 @@ class IlkdTrainer(Trainer):
                 )
             device = next(self.projection.parameters()).device
             self.projection.load_state_dict(load_file(path, device=str(device)))
+        self._loss_scales = None
+        if self.args.loss_normalization == "teacher":
+            # Measured on the first accumulated batch of the training order, before any step, so that a resumed run
+            # and any split of that batch into micro-batches measure the same scales; the RNG is restored so that
+            # the training order itself is unaffected.
+            rng_state = torch.get_rng_state()
+            try:
+                loader = iter(self.get_train_dataloader())
+                first = [self._prepare_inputs(batch) for _, batch in zip(range(self.args.gradient_accumulation_steps),
+                                                                         loader)]
+            finally:
+                torch.set_rng_state(rng_state)
+            self._loss_scales = self.measure_teacher_scales(first)
         try:
             return super().train(resume_from_checkpoint, *train_args, **kwargs)
         finally:

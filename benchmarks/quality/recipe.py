@@ -1,0 +1,301 @@
+#!/usr/bin/env python
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""Which distillation recipe keeps the teacher's function beyond the distillation data? One change at a time.
+
+The quickstart's path (``examples/quickstart.py``: the example scripts and their flags), on its teacher
+(all-MiniLM-L6-v2 fine-tuned 1 epoch on 4,000 Rotten Tomatoes snippets) compressed ~4x, varied one setting at a
+time at the same budget (steps, batch, data, learning rates), then all winning changes together:
+
+- ``baseline``: the quickstart before this study: stage 1 = 150 steps x 32 news blocks of 64 tokens, lr 5e-4,
+  squared-error terms as they come; NKP initialisation; stage 2 = 2 epochs of task ILKD at lr 1e-4.
+- ``mixed_lengths``: stage-1 blocks of 64 to 256 tokens (uniform) instead of 64.
+- ``normalized``: every squared-error term divided by the teacher's mean square (``--loss_normalization teacher``).
+- ``calibrated``: activation-aware initialisation (``compress(..., calibration_data=)`` on 128 news blocks).
+- ``stage2_lr``: stage 2 at lr 2e-4 (the quality benchmark's) instead of 1e-4.
+- ``recipe``: the new defaults, everything that helped together.
+
+Every student is measured in the distribution (the 64-token validation snippets) and beyond it: accuracy on long
+reviews joined from same-movie, same-label validation snippets (128 and 256 tokens; no movie is in training), and
+agreement with the teacher (identical predictions, mean KL) on held-out news cut to 64/128/256/512 tokens.
+
+    python benchmarks/quality/recipe.py --variants baseline mixed_lengths      # resumable; one job per core
+    python benchmarks/quality/recipe.py --report_only                         # table + plot from the cache
+
+Results: ``benchmarks/results/recipe.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+QUALITY = Path(__file__).resolve().parent
+EXAMPLES = QUALITY.parents[1] / "examples"
+sys.path.insert(0, str(QUALITY))
+sys.path.insert(0, str(EXAMPLES))
+from common import (  # noqa: E402
+    experiment_parser,
+    markdown_table,
+    matplotlib_pyplot,
+    read_json,
+    resolve_dirs,
+    setup_runtime,
+    write_json,
+    write_results,
+)
+
+
+# Each variant: (stage-1 flags, stage-2 flags, calibrated initialisation).
+BASELINE_STAGE1 = ["--max_seq_length", "64", "--learning_rate", "5e-4"]
+BASELINE_STAGE2 = ["--learning_rate", "1e-4"]
+VARIANTS = {
+    "baseline": (BASELINE_STAGE1, BASELINE_STAGE2, False),
+    "mixed_lengths": (["--max_seq_length", "256", "--min_seq_length", "64", "--learning_rate", "5e-4"],
+                      BASELINE_STAGE2, False),
+    "normalized": (BASELINE_STAGE1 + ["--loss_normalization", "teacher"], BASELINE_STAGE2, False),
+    "calibrated": (BASELINE_STAGE1, BASELINE_STAGE2, True),
+    "stage2_lr": (BASELINE_STAGE1, ["--learning_rate", "2e-4"], False),
+}
+LABELS = {
+    "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
+    "mixed_lengths": "stage-1 blocks of 64-256 tokens",
+    "normalized": "terms normalised by the teacher",
+    "calibrated": "activation-aware init",
+    "stage2_lr": "stage 2 at lr 2e-4",
+}
+
+
+def parse_args(argv=None):
+    parser = experiment_parser(__doc__, "recipe", "tiny sizes, a few steps")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {list(VARIANTS)} or 'recipe'")
+    parser.add_argument("--recipe", nargs="*", default=None,
+                        help="variants whose changes make up 'recipe' (default: every one that helped)")
+    parser.add_argument("--train_sentences", type=int, default=4000)
+    parser.add_argument("--eval_sentences", type=int, default=1342)
+    parser.add_argument("--news_articles", type=int, default=400)
+    parser.add_argument("--teacher_epochs", type=float, default=1.0)
+    parser.add_argument("--stage1_steps", type=int, default=150)
+    parser.add_argument("--stage2_epochs", type=float, default=2.0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--compression", default="4")
+    parser.add_argument("--fidelity_texts", type=int, default=200, help="held-out news texts per length")
+    parser.add_argument("--report_only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.train_sentences, args.news_articles, args.stage1_steps, args.batch_size = 64, 20, 2, 4
+        args.stage2_epochs, args.teacher_epochs, args.fidelity_texts = 0.5, 0.5, 8
+    resolve_dirs(args, "recipe")
+    return args
+
+
+def flags(args, output_dir: Path) -> list[str]:
+    return ["--output_dir", str(output_dir), "--seed", str(args.seed), "--per_device_train_batch_size",
+            str(args.batch_size), "--per_device_eval_batch_size", "128", "--save_strategy", "no", "--report_to",
+            "none", "--logging_steps", "25", "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
+
+
+def prepare(args):
+    """Data files and the teacher, once: the quickstart's own ``write_data`` and teacher fine-tuning."""
+    import quickstart
+    import run_glue
+
+    from kron_transformers.assets import minilm_path
+
+    data = args.cache_dir / "data"
+    if not (data / "news_validation.txt").is_file():
+        quickstart.write_data(args, data)
+    teacher = args.cache_dir / "teacher"
+    if not (teacher / "eval_results.json").is_file():
+        shutil.rmtree(teacher, ignore_errors=True)
+        run_glue.main(["--model_name_or_path", str(minilm_path()), *glue_files(data), "--do_train", "--do_eval",
+                       "--max_seq_length", "64", "--num_train_epochs", str(args.teacher_epochs), "--learning_rate",
+                       "5e-5", *flags(args, teacher)])
+    return data, teacher
+
+
+def glue_files(data: Path) -> list[str]:
+    return ["--train_file", str(data / "sentiment_train.csv"), "--validation_file", str(data / "sentiment_validation.csv")]
+
+
+def calibration_examples(tokenizer, data: Path, count: int = 128):
+    sys.path.insert(0, str(QUALITY))
+    from calibration import mixed_length_blocks
+
+    texts = (data / "news_train.txt").read_text().splitlines()
+    return mixed_length_blocks(tokenizer, texts, count, seed=0)
+
+
+def student_init(args, teacher_dir: Path, data: Path, calibrated: bool) -> Path:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kron_transformers import compress
+
+    out = args.cache_dir / ("student-init-calibrated" if calibrated else "student-init")
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    student = compress(teacher, float(args.compression),
+                       calibration_data=calibration_examples(tokenizer, data) if calibrated else None)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def variant_settings(args, name: str):
+    if name != "recipe":
+        return VARIANTS[name]
+    parts = args.recipe if args.recipe is not None else ["mixed_lengths", "normalized", "calibrated"]
+    stage1, stage2, calibrated = list(BASELINE_STAGE1), list(BASELINE_STAGE2), False
+    for part in parts:
+        part_stage1, part_stage2, part_calibrated = VARIANTS[part]
+        stage1, stage2 = _merge(stage1, part_stage1), _merge(stage2, part_stage2)
+        calibrated = calibrated or part_calibrated
+    return stage1, stage2, calibrated
+
+
+def _merge(base: list[str], extra: list[str]) -> list[str]:
+    """``base`` flags overridden and extended by ``extra`` (``--flag value`` pairs)."""
+    merged = dict(zip(base[::2], base[1::2]))
+    merged.update(zip(extra[::2], extra[1::2]))
+    return [item for pair in merged.items() for item in pair]
+
+
+def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
+    import run_general_distillation
+    import run_glue
+
+    summary_path = args.cache_dir / name / "summary.json"
+    if summary_path.is_file():
+        return read_json(summary_path)
+    stage1_flags, stage2_flags, calibrated = variant_settings(args, name)
+    init = student_init(args, teacher_dir, data, calibrated)
+    stage1, stage2 = args.cache_dir / name / "stage1", args.cache_dir / name / "stage2"
+    timings = {}
+    if not (stage1 / "train_results.json").is_file():
+        began = time.time()
+        # all-MiniLM-L6-v2 has no MLM head: stage 1 distils the layers only (as the quickstart does).
+        run_general_distillation.main([
+            "--teacher_name_or_path", str(teacher_dir), "--model_name_or_path", str(init),
+            "--train_file", str(data / "news_train.txt"), "--do_train", "--max_steps", str(args.stage1_steps),
+            "--warmup_steps", str(max(args.stage1_steps // 5, 1)), "--alpha_task", "0", "--alpha_logits", "0",
+            *stage1_flags, *flags(args, stage1)])
+        timings["stage1_seconds"] = time.time() - began
+    if not (stage2 / "eval_results.json").is_file():
+        began = time.time()
+        run_glue.main(["--model_name_or_path", str(stage1), "--teacher_name_or_path", str(teacher_dir),
+                       *glue_files(data), "--do_train", "--do_eval", "--max_seq_length", "64",
+                       "--num_train_epochs", str(args.stage2_epochs), "--warmup_steps", "0.1",
+                       *stage2_flags, *flags(args, stage2)])
+        timings["stage2_seconds"] = time.time() - began
+    summary = {"name": name, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
+               **timings, "fidelity": measure_fidelity(args, teacher_dir, stage2, data)}
+    write_json(summary_path, summary)
+    return read_json(summary_path)  # as a later run reads it (JSON keys are strings)
+
+
+def measure_fidelity(args, teacher_dir: Path, student_dir: Path, data: Path) -> dict:
+    """The quickstart's fidelity figures (``quickstart.measure_fidelity``) for one student."""
+    import quickstart
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    return quickstart.measure_fidelity(AutoModelForSequenceClassification.from_pretrained(teacher_dir),
+                                       AutoModelForSequenceClassification.from_pretrained(student_dir),
+                                       AutoTokenizer.from_pretrained(teacher_dir), args.seed, args.fidelity_texts)
+
+
+def report(args) -> dict:
+    rows, summaries = [], {}
+    for name in [*VARIANTS, "recipe"]:
+        path = args.cache_dir / name / "summary.json"
+        if path.is_file():
+            summaries[name] = read_json(path)
+    if not summaries:
+        raise SystemExit(f"Nothing finished yet under {args.cache_dir}.")
+    teacher = next(iter(summaries.values()))["fidelity"]
+    rows.append(["teacher", f"{teacher['snippets']['teacher']:.4f}",
+                 *(f"{teacher['long_reviews'][length]['teacher']:.4f}" for length in ("128", "256")), "", "", "", ""])
+    for name, summary in summaries.items():
+        f = summary["fidelity"]
+        agreement = f["news_agreement"]
+        rows.append([
+            LABELS.get(name, "new recipe: " + ", ".join(args.recipe or ["mixed_lengths", "normalized", "calibrated"])),
+            f"{f['snippets']['student']:.4f} ({f['snippets']['student'] / f['snippets']['teacher']:.1%})",
+            *(f"{f['long_reviews'][length]['student']:.4f} (pos. {f['long_reviews'][length]['student_positive']:.2f}, "
+              f"agree {f['long_reviews'][length]['student_agreement']:.3f})" for length in ("128", "256")),
+            *(f"{agreement[length]['agreement']:.3f} / {agreement[length]['kl']:.3f}" for length in ("64", "128", "256", "512")),
+        ])
+    header = ["student (~4x)", "snippets acc. (retained)", "joined reviews 128 tok.", "joined reviews 256 tok.",
+              "news 64: agree / KL", "news 128", "news 256", "news 512"]
+    long = teacher["long_reviews"]
+    markdown = (
+        "# Recipe study: one change at a time (quickstart path, all-MiniLM-L6-v2 teacher, ~4x)\n\n"
+        f"Teacher: snippets {teacher['snippets']['teacher']:.4f}; joined reviews 128 tokens {long['128']['teacher']:.4f} "
+        f"({long['128']['examples']} reviews), 256 tokens {long['256']['teacher']:.4f} ({long['256']['examples']}). "
+        f"Budget per student: stage 1 {args.stage1_steps} steps x {args.batch_size} news blocks, stage 2 "
+        f"{args.stage2_epochs:g} epochs x {args.train_sentences} snippets (batch {args.batch_size}). News agreement: "
+        f"fraction of identical predictions / mean KL(teacher || student) on up to {args.fidelity_texts} held-out "
+        "news articles cut to each length.\n\n" + markdown_table(header, rows) + "\n"
+    )
+    payload = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "variants": summaries}
+    json_path, md_path = write_results(args.results_dir, "recipe", payload, markdown)
+    plot(args, summaries)
+    print(markdown)
+    print(f"wrote {json_path} and {md_path}")
+    return payload
+
+
+def plot(args, summaries: dict) -> Path:
+    plt = matplotlib_pyplot()
+    figure, (accuracy_axis, agreement_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    teacher = next(iter(summaries.values()))["fidelity"]
+    lengths = [64, 128, 256]
+    accuracy_axis.plot(lengths, [teacher["snippets"]["teacher"], teacher["long_reviews"]["128"]["teacher"],
+                                 teacher["long_reviews"]["256"]["teacher"]], "k-o", label="teacher")
+    for name, summary in summaries.items():
+        f = summary["fidelity"]
+        accuracy_axis.plot(lengths, [f["snippets"]["student"], f["long_reviews"]["128"]["student"],
+                                     f["long_reviews"]["256"]["student"]], "-o", label=name)
+        news = f["news_agreement"]
+        agreement_axis.plot([int(k) for k in news], [v["agreement"] for v in news.values()], "-o", label=name)
+    accuracy_axis.set(xscale="log", xticks=lengths, xticklabels=["snippets (<64)", "128", "256"],
+                      xlabel="input length (tokens)", ylabel="sentiment accuracy", title="Accuracy by input length")
+    agreement_axis.set(xscale="log", xticks=[64, 128, 256, 512], xticklabels=["64", "128", "256", "512"],
+                       xlabel="news input length (tokens)", ylabel="identical predictions",
+                       title="Agreement with the teacher on held-out news")
+    for axis in (accuracy_axis, agreement_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = args.results_dir / "recipe.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_runtime(args.threads)
+    if not args.report_only:
+        data, teacher_dir = prepare(args)
+        for name in args.variants:
+            began = time.time()
+            summary = run_variant(args, name, data, teacher_dir)
+            f = summary["fidelity"]
+            print(f"[{name}] snippets {f['snippets']['student']:.4f}, reviews-256 "
+                  f"{f['long_reviews']['256']['student']:.4f}, news-256 agreement "
+                  f"{f['news_agreement']['256']['agreement']:.3f} ({time.time() - began:.0f} s)", flush=True)
+    return report(args)
+
+
+if __name__ == "__main__":
+    main()
