@@ -40,8 +40,14 @@ def parse_args(argv=None):
     parser.add_argument("--news_articles", type=int, default=400, help="news articles for stage 1")
     parser.add_argument("--teacher_epochs", type=float, default=1.0)
     parser.add_argument("--stage1_steps", type=int, default=150)
+    parser.add_argument("--stage1_min_length", type=int, default=64, help="stage-1 news blocks: shortest (tokens)")
+    parser.add_argument("--stage1_max_length", type=int, default=256, help="stage-1 news blocks: longest (tokens)")
+    parser.add_argument("--stage1_batch_size", type=int, default=12,
+                        help="stage-1 blocks per step (12 x 160 tokens on average: about the 32 x 64 of the task)")
+    parser.add_argument("--calibration_texts", type=int, default=128,
+                        help="news texts for the activation-aware initialisation (0: plain nearest Kronecker product)")
     parser.add_argument("--stage2_epochs", type=float, default=2.0)
-    parser.add_argument("--max_seq_length", type=int, default=64)
+    parser.add_argument("--max_seq_length", type=int, default=64, help="sentiment snippets are cut to this")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
@@ -162,21 +168,32 @@ def main(argv=None):
                    *common_training_flags(args, out / "teacher")])
 
     print(f"\n=== 2/4 compress the teacher ({args.compression}) ===", flush=True)
-    code = kron_compress([str(out / "teacher"), str(out / "student-init"), "--overwrite",
-                          *(["--compression", args.compression] if args.compression[0].isdigit() else ["--preset", args.compression])])
+    how = ["--compression", args.compression] if args.compression[0].isdigit() else ["--preset", args.compression]
+    # Activation-aware initialisation: each factored map starts where its outputs on news text are closest to the
+    # teacher's (not merely its weights), which the distillation then has less to rebuild.
+    calibration = (["--calibration_file", str(data / "news_train.txt"), "--calibration_samples",
+                    str(args.calibration_texts), "--calibration_max_length", str(args.stage1_max_length)]
+                   if args.calibration_texts else [])
+    code = kron_compress([str(out / "teacher"), str(out / "student-init"), "--overwrite", *how, *calibration])
     if code:
         raise SystemExit(f"kron-compress failed with exit code {code}")
 
-    print(f"\n=== 3/4 stage 1: general ILKD on {args.news_articles} news articles ({args.stage1_steps} steps) ===", flush=True)
+    print(f"\n=== 3/4 stage 1: general ILKD on {args.news_articles} news articles ({args.stage1_steps} steps) ===",
+          flush=True)
     # all-MiniLM-L6-v2 ships no masked-LM head (a BertForMaskedLM load gets a random one), so stage 1 distils the
     # intermediate layers only (--alpha_task 0 --alpha_logits 0) and its MLM perplexity would mean nothing: no eval.
-    # Stage 1 saves a masked-LM model without pooler and classifier; stage 2 starts those from the teacher's.
+    # Blocks of mixed lengths, so that the student learns the teacher's function beyond the task's short snippets;
+    # every squared-error term is normalised by the teacher's magnitude (IlkdTrainingArguments' default), so the
+    # attention scores do not drown the hidden states. Stage 1 saves a masked-LM model without pooler and classifier;
+    # stage 2 starts those from the teacher's.
     run_general_distillation.main([
         "--teacher_name_or_path", str(out / "teacher"), "--model_name_or_path", str(out / "student-init"),
         "--train_file", str(data / "news_train.txt"),
         "--do_train", "--max_steps", str(args.stage1_steps), "--learning_rate", "5e-4",
-        "--warmup_steps", "30", "--alpha_task", "0", "--alpha_logits", "0",
+        "--warmup_steps", str(args.stage1_steps // 5), "--alpha_task", "0", "--alpha_logits", "0",
         *common_training_flags(args, out / "student-stage1"),
+        "--min_seq_length", str(args.stage1_min_length), "--max_seq_length", str(args.stage1_max_length),
+        "--per_device_train_batch_size", str(args.stage1_batch_size), "--train_sampling_strategy", "group_by_length",
     ])
 
     print(f"\n=== 4/4 stage 2: task ILKD on the sentiment snippets ({args.stage2_epochs} epochs) ===", flush=True)

@@ -161,6 +161,14 @@ def main(argv=None):
         return tokenizer(texts, return_special_tokens_mask=objective == "mlm")
 
     min_block = min(data_args.min_seq_length or block_size, block_size)
+    teacher_positions = getattr(teacher.config, "max_position_embeddings", None) or getattr(teacher.config,
+                                                                                           "n_positions", None)
+    if min_block == block_size and teacher_positions and block_size < teacher_positions:
+        logger.warning(
+            f"Every block has {block_size} tokens, but the teacher handles up to {teacher_positions}: the student is "
+            f"never distilled on longer inputs and may not behave like its teacher there. Mix lengths with "
+            f"--min_seq_length and a larger --max_seq_length."
+        )
 
     def group(examples, indices):
         concatenated = {k: list(chain(*examples[k])) for k in examples}
@@ -180,7 +188,8 @@ def main(argv=None):
                             remove_columns=raw["train"].column_names, load_from_cache_file=not data_args.overwrite_cache,
                             desc="Tokenizing")
         blocks = tokenized.map(group, batched=True, with_indices=True, num_proc=data_args.preprocessing_num_workers,
-                               load_from_cache_file=not data_args.overwrite_cache, desc=f"Grouping into blocks of {min_block}-{block_size}")
+                               load_from_cache_file=not data_args.overwrite_cache,
+                               desc=f"Grouping into blocks of {min_block}-{block_size}")
 
     def take(split, limit):
         dataset = blocks[split]

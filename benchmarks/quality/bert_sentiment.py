@@ -111,6 +111,7 @@ def parse_args(argv=None):
     parser.add_argument("--min_embedding_rank", type=int, default=32,
                         help="DistilBERT-style: keep the most layers that leave at least this embedding rank")
     parser.add_argument("--tinybert_layers", type=int, default=4)
+    parser.add_argument("--fidelity_texts", type=int, default=200, help="held-out news articles per length")
     parser.add_argument("--train_sentences", type=int, default=None, help="subset of the sentiment training split")
     parser.add_argument("--eval_sentences", type=int, default=None, help="subset of the validation split")
     parser.add_argument("--news_articles", type=int, default=None, help="subset of the news training articles")
@@ -125,7 +126,7 @@ def apply_smoke(args, parser) -> None:
     """Tiny sizes for every option still at its default (explicit flags win)."""
     tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32,
             "task_max_len": 32, "train_sentences": 64, "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
-            "min_embedding_rank": 2, "tinybert_layers": 2}
+            "min_embedding_rank": 2, "tinybert_layers": 2, "fidelity_texts": 4}
     for name, value in tiny.items():
         if getattr(args, name) == parser.get_default(name):
             setattr(args, name, value)
@@ -389,6 +390,11 @@ def run_student(args, variant: str, ratio: float, teacher, data) -> dict:
     name = student_name(variant, ratio)
     summary_path = args.cache_dir / "students" / name / "summary.json"
     if summary_path.is_file():
+        summary = read_json(summary_path)
+        if "fidelity" not in summary:  # finished before fidelity was measured: measure the saved student
+            student = load_weights(build_student(variant, ratio, teacher, args)[0], summary_path.parent / "stage2")
+            summary["fidelity"] = measure_fidelity(args, teacher, student, data)
+            write_json(summary_path, summary)
         return read_json(summary_path)
     tokenizer = data["tokenizer"]
     build = lambda: build_student(variant, ratio, teacher, args)  # noqa: E731
@@ -419,12 +425,22 @@ def run_student(args, variant: str, ratio: float, teacher, data) -> dict:
         "examples_seen": sum(stage["budget"]["examples_seen"] for stage in stages.values()),
         "wall_seconds": round(sum(stage["budget"]["wall_seconds"] for stage in stages.values()), 1),
     }
-    summary = {"name": name, "variant": variant, "ratio": ratio, "label": VARIANT_LABELS[variant],
+    final = load_weights(build()[0], args.cache_dir / "students" / name / "stage2")
+    fidelity = measure_fidelity(args, teacher, final, data)
+    summary = {"name": name, "variant": variant, "ratio": ratio, "label": VARIANT_LABELS[variant], "fidelity": fidelity,
                "parameters": parameters, "compression": teacher.num_parameters() / parameters, **facts,
                "stages": stages, "budget": budget,
                "accuracy": stages["stage2"]["metrics"]["accuracy"]}
     write_json(summary_path, summary)
     return read_json(summary_path)  # as a later run will read it (JSON types)
+
+
+def measure_fidelity(args, teacher, student, data) -> dict:
+    """The quickstart's fidelity figures: long joined reviews (128/256 tokens) and held-out news agreement."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    import quickstart
+
+    return quickstart.measure_fidelity(teacher, student, data["tokenizer"], args.seed, args.fidelity_texts)
 
 
 def loss_weights(args, stage: str) -> dict[str, float]:
@@ -499,6 +515,11 @@ def report(args, teacher_result, students, total_seconds) -> dict:
         "DistilBERT-style = uniformly spaced teacher layers + rank-k SVD word embedding; TinyBERT-style = narrow "
         "dense 4-layer BERT (see the script's docstring).",
         markdown_table(header, rows),
+        "Beyond the distillation data (both stages saw inputs of at most "
+        f"{max(args.stage1_seq_len, args.task_max_len)} tokens): accuracy on reviews joined from same-movie, "
+        "same-label validation snippets (fraction predicted positive), and agreement with the teacher on held-out news "
+        "(identical predictions / mean KL).",
+        fidelity_table(teacher_accuracy, students),
         f"Total wall time of this run (including cached stages' recorded times): {format_seconds(total_seconds)}.",
     ])
     payload = {"experiment": "bert_sentiment", "smoke": args.smoke, "seed": args.seed,
@@ -509,6 +530,26 @@ def report(args, teacher_result, students, total_seconds) -> dict:
     plot(args, teacher_accuracy, students)
     print(markdown)
     return payload
+
+
+def fidelity_table(teacher_accuracy: float, students: list[dict]) -> str:
+    measured = [s for s in students if "fidelity" in s]
+    if not measured:
+        return "(not measured)"
+    teacher = measured[0]["fidelity"]
+    lengths = list(teacher["long_reviews"])
+    news = list(teacher["news_agreement"])
+    rows = [["", "teacher", f"{teacher_accuracy:.4f}",
+             *(f"{teacher['long_reviews'][n]['teacher']:.4f} (pos. {teacher['long_reviews'][n]['teacher_positive']:.2f})"
+               for n in lengths), *([""] * len(news))]]
+    for s in measured:
+        f = s["fidelity"]
+        rows.append([f"~{s['ratio']:g}x", s["label"], f"{s['accuracy']:.4f}",
+                     *(f"{f['long_reviews'][n]['student']:.4f} (pos. {f['long_reviews'][n]['student_positive']:.2f})"
+                       for n in lengths),
+                     *(f"{f['news_agreement'][n]['agreement']:.3f} / {f['news_agreement'][n]['kl']:.3f}" for n in news)])
+    header = ["size", "model", "snippets", *(f"reviews {n} tokens" for n in lengths), *(f"news {n}" for n in news)]
+    return markdown_table(header, rows)
 
 
 def plot(args, teacher_accuracy, students) -> Path:

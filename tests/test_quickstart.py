@@ -1,0 +1,105 @@
+"""The main job (examples/quickstart.py) end to end at tiny sizes, and the mixed-length stage-1 blocks it relies on."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import quickstart  # noqa: E402
+import run_general_distillation  # noqa: E402
+
+
+WORDS = "the a cat dog sat on mat and ran fast slow red big small film good bad plot".split()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dense") / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        vocab_size=64, max_position_embeddings=128)
+    BertForMaskedLM(config).save_pretrained(folder)
+    vocab = folder.parent / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    return folder
+
+
+def stage1(bert_dir, tmp_path, name, *extra):
+    text = tmp_path / "text.txt"
+    generator = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (40,), generator=generator).tolist())
+             for _ in range(60)]
+    text.write_text("\n".join(lines) + "\n")
+    return run_general_distillation.main([
+        "--teacher_name_or_path", str(bert_dir), "--compression", "2", "--train_file", str(text), "--do_train",
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / name),
+        "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", *extra,
+    ])
+
+
+def test_stage1_blocks_of_mixed_lengths_are_seeded_and_within_bounds(bert_dir, tmp_path):
+    trainer = stage1(bert_dir, tmp_path, "mixed", "--min_seq_length", "16", "--max_seq_length", "96")
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    assert min(lengths) >= 16 and max(lengths) <= 96 and len(set(lengths)) > 10
+    again = stage1(bert_dir, tmp_path, "mixed-again", "--min_seq_length", "16", "--max_seq_length", "96")
+    assert [len(ids) for ids in again.train_dataset["input_ids"]] == lengths
+    # Without --min_seq_length every block has the one length, as before.
+    fixed = stage1(bert_dir, tmp_path, "fixed", "--max_seq_length", "32")
+    assert {len(ids) for ids in fixed.train_dataset["input_ids"]} == {32}
+
+
+def test_stage1_warns_when_the_student_never_sees_long_inputs(bert_dir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="run_general_distillation"):
+        stage1(bert_dir, tmp_path, "short", "--max_seq_length", "32")
+    assert "the student is never distilled on longer inputs" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="run_general_distillation"):
+        stage1(bert_dir, tmp_path, "long", "--max_seq_length", "64", "--min_seq_length", "16")
+    assert "never distilled on longer inputs" not in caplog.text
+
+
+def test_stage1_rejects_a_minimum_above_the_maximum(bert_dir, tmp_path):
+    with pytest.raises(ValueError, match="--min_seq_length must be between 1 and --max_seq_length=32"):
+        stage1(bert_dir, tmp_path, "bad", "--max_seq_length", "32", "--min_seq_length", "64")
+
+
+@pytest.mark.real_assets
+def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
+    from kron_transformers import assets
+
+    try:
+        assets.minilm_path(), assets.rotten_tomatoes_path(), assets.news_articles_path()
+    except OSError as error:
+        pytest.skip(f"real assets unavailable: {error}")
+    summary = quickstart.main([
+        "--output_dir", str(tmp_path / "qs"), "--train_sentences", "32", "--eval_sentences", "32",
+        "--news_articles", "12", "--teacher_epochs", "0.25", "--stage1_steps", "2", "--stage2_epochs", "0.25",
+        "--batch_size", "8", "--stage1_batch_size", "4", "--calibration_texts", "8", "--fidelity_texts", "4",
+        "--threads", "1",
+    ])
+    out = capsys.readouterr().out
+    assert "=== summary ===" in out and "joined reviews, 256 tokens" in out and "identical predictions" in out
+    fidelity = summary["fidelity"]
+    assert set(fidelity["long_reviews"]) == {128, 256}
+    assert set(fidelity["news_agreement"]) == {64, 128, 256, 512}
+    for row in fidelity["news_agreement"].values():
+        assert 0 <= row["agreement"] <= 1 and row["kl"] >= 0
+    saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    assert saved["reloaded_predictions_identical"] is True
+    assert "output error |" in out  # kron-compress's table of the calibrated initialisation
