@@ -43,8 +43,6 @@ import run_qa  # noqa: E402
 from utils_qa import flatten_squad, load_squad_file, postprocess_qa_predictions  # noqa: E402
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
-
 WORDS = (
     "the a an cat dog bird film movie story actor plot music good bad great awful fine dull fun boring lovely "
     "terrible best worst is was are were has had sat ran saw liked hated loved found read wrote on in at by of to "
