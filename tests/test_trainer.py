@@ -540,3 +540,37 @@ def test_each_component_reaches_tensorboard(tmp_path):
         scalars = events.Scalars(f"train/{name}")
         assert [s.step for s in scalars] == [1, 2]
         assert [s.value for s in scalars] == pytest.approx([log[name] for log in logged], rel=1e-5)
+
+
+def test_micro_batches_without_labelled_items_add_nothing_to_the_task_loss(tmp_path):
+    """An MLM micro-batch with no masked token has a NaN mean loss: it is skipped, not multiplied by its zero share,
+    and the logged loss is what was optimised."""
+    teacher = make_model(BertForMaskedLM, bert_config())
+    student = make_model(BertForMaskedLM, bert_config(), seed=1)
+    data = make_dataset(8, "tokens")
+    for example in data[1:]:  # one labelled sequence in 8: at least 3 of 4 micro-batches of 2 have no label
+        example["labels"] = torch.full_like(example["labels"], -100)
+    settings = dict(max_steps=1, optim="sgd", learning_rate=0.5, alpha_task=1.0, lr_scheduler_type="constant")
+    names = ("embedding", "hidden", "attention", "logits", "task")
+    runs = {}
+    for batch_size, accumulation in [(8, 1), (2, 4)]:
+        trainer = distil(tmp_path / f"{batch_size}", copy.deepcopy(student), teacher, data,
+                         per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **settings)
+        runs[batch_size] = trainer.model.state_dict(), trainer.state.log_history[0]
+    (reference, reference_log), (state, log) = runs[8], runs[2]
+    assert all(torch.isfinite(value).all() for value in state.values())
+    for key in reference:
+        torch.testing.assert_close(state[key], reference[key], rtol=0, atol=1e-10, msg=key)
+    assert log["loss_task"] == pytest.approx(reference_log["loss_task"], rel=1e-9) and log["loss_task"] > 0
+    assert log["loss"] == pytest.approx(sum(log[f"loss_{name}"] for name in names), rel=1e-6)
+
+    # No labelled item at all: the task term is 0 and the logged loss is the sum of the other terms.
+    data[0]["labels"] = torch.full_like(data[0]["labels"], -100)
+    trainer = distil(tmp_path / "none", copy.deepcopy(student), teacher, data, per_device_train_batch_size=2,
+                     gradient_accumulation_steps=4, **settings)
+    log = trainer.state.log_history[0]
+    assert log["loss_task"] == 0 and log["loss_hidden"] > 0
+    assert log["loss"] == pytest.approx(sum(log[f"loss_{name}"] for name in names), rel=1e-6)
+    assert all(torch.isfinite(value).all() for value in trainer.model.state_dict().values())
+    moved = max((trainer.model.state_dict()[k] - v).abs().max().item() for k, v in student.state_dict().items())
+    assert moved > 1e-4

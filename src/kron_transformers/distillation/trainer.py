@@ -340,8 +340,16 @@ class IlkdTrainer(Trainer):
         if outputs.get("loss") is not None:
             # The student's loss is a mean over its micro-batch's label items: reweight it to the accumulated batch.
             local_items = self._count_items(inputs, device)[2]
-            share = (local_items * world_size / normalizers["task_items"].clamp(min=1)).to(outputs["loss"].dtype)
-            components["task"] = outputs["loss"] * share
+            if local_items.item() > 0:
+                share = (local_items * world_size / normalizers["task_items"].clamp(min=1)).to(outputs["loss"].dtype)
+                components["task"] = outputs["loss"] * share
+            else:
+                # No labelled item here (an MLM micro-batch without a masked token): the mean is 0/0 = NaN, and
+                # NaN x 0 is NaN. The term is an exact zero that stays connected to the graph (same parameters
+                # reached on every process, as DDP expects) without carrying the NaN.
+                head = outputs["logits"] if "logits" in outputs else outputs.get("start_logits")
+                zero = torch.zeros((), dtype=outputs["loss"].dtype, device=outputs["loss"].device)
+                components["task"] = zero if head is None else zero + head.sum() * 0
         elif args.alpha_task > 0:
             raise ValueError(
                 f"alpha_task={args.alpha_task} but the student returned no loss: the batch has no labels "
