@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
 
 from .attention import AttentionRecord, record_attention_scores
 from .losses import attention_kl_loss, attention_score_loss, hidden_state_loss, logit_mse_loss, soft_target_loss
@@ -182,6 +183,11 @@ class IlkdTrainer(Trainer):
                 f"label_smoothing_factor={args.label_smoothing_factor} is not supported: the task loss is the "
                 "student's own loss; set it to 0."
             )
+        if teacher_model is model and model is not None:
+            raise ValueError(
+                "teacher_model is the student itself: freezing the teacher would freeze the student. Pass a separate "
+                "copy (copy.deepcopy(model)) or the dense model the student was compressed from."
+            )
         super().__init__(model, args, *trainer_args, **kwargs)
 
         student = self.model
@@ -194,6 +200,9 @@ class IlkdTrainer(Trainer):
                     "alpha_attention > 0 cannot be combined with activation checkpointing: the recorded attention "
                     "scores would not be recomputed in the backward pass. Disable one of them."
                 )
+            self._check_no_gradient_checkpointing(student)
+            if args.parallel_mode == ParallelMode.NOT_DISTRIBUTED:
+                raise ValueError(_DATA_PARALLEL_MESSAGE.format(n_gpu=args.n_gpu))
             for model_to_check in (student, self.teacher_model):
                 with record_attention_scores(model_to_check):
                     pass
@@ -266,6 +275,10 @@ class IlkdTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs)
+        if self.args.alpha_attention > 0:
+            if isinstance(model, nn.DataParallel):
+                raise ValueError(_DATA_PARALLEL_MESSAGE.format(n_gpu=len(model.device_ids)))
+            self._check_no_gradient_checkpointing(self.accelerator.unwrap_model(model))
         components, outputs = self.distillation_losses(model, inputs)
         # A component of weight 0 (the task loss when alpha_task=0) is logged but kept out of the backward pass.
         weighted = [getattr(self.args, f"alpha_{name}") * value for name, value in components.items()
@@ -287,6 +300,7 @@ class IlkdTrainer(Trainer):
         """
         args = self.args
         student = self.accelerator.unwrap_model(model)
+        _token_mask(inputs)  # a mask the losses cannot read is refused before the forward passes
         want_hidden = args.alpha_embedding > 0 or args.alpha_hidden > 0
         want_attention = args.alpha_attention > 0
         teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}
@@ -297,8 +311,7 @@ class IlkdTrainer(Trainer):
             outputs = model(**inputs, output_hidden_states=want_hidden)
 
         device = inputs["input_ids"].device
-        mask = inputs.get("attention_mask")
-        mask = mask.to(device=device, dtype=torch.bool) if mask is not None else None
+        mask = _token_mask(inputs)
         normalizers = self._normalizers if self._normalizers is not None else self._count_local(inputs, device)
         world_size = normalizers["world_size"]
         # Losses are computed in at least float32 (float64 for a float64 student): scale them in that dtype.
@@ -356,6 +369,19 @@ class IlkdTrainer(Trainer):
                 f"(keys: {sorted(inputs)})."
             )
         return components, outputs
+
+    @staticmethod
+    def _check_no_gradient_checkpointing(student: nn.Module) -> None:
+        # `is_gradient_checkpointing` is the name before transformers 5.23 (a deprecated alias since).
+        name = "is_activation_checkpointing" if hasattr(type(student), "is_activation_checkpointing") else (
+            "is_gradient_checkpointing"
+        )
+        if getattr(student, name, False):
+            raise ValueError(
+                "alpha_attention > 0 but gradient checkpointing is enabled on the student: the recorded attention "
+                "scores would not be recomputed in the backward pass (reentrant checkpointing drops their "
+                "gradients). Call model.gradient_checkpointing_disable() or set alpha_attention=0."
+            )
 
     def _count_local(self, inputs, device) -> dict[str, torch.Tensor]:
         counts = self._count_items(inputs, device)
@@ -456,6 +482,47 @@ class IlkdTrainer(Trainer):
             self._component_sums = {}
 
 
+_DATA_PARALLEL_MESSAGE = (
+    "alpha_attention > 0 cannot run under nn.DataParallel ({n_gpu} GPUs in one process): its replicas run in threads "
+    "that do not see the attention recorder, so the attention loss would be computed from nothing. Launch one "
+    "process per GPU (torchrun / accelerate launch: DistributedDataParallel) or set alpha_attention=0."
+)
+
+
+def _token_mask(inputs: dict[str, Any]) -> torch.Tensor | None:
+    """The boolean ``(sequences, seq)`` mask of real tokens (``None``: every token is real).
+
+    Multiple-choice inputs ``(batch, choices, seq)`` are flattened as the model flattens them. Raises a
+    ``ValueError`` for a mask that is not a 0/1 mask of ``input_ids``' shape (an additive float mask with -1e4 or
+    ``finfo.min`` entries would be read as "attend" by the models and inverted by a boolean cast).
+    """
+    input_ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    if mask is None:
+        return None
+    if mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)} (1 for a real token, 0 for "
+            f"padding); got {tuple(mask.shape)}. Pass the tokenizer's mask, not an extended or 4D one."
+        )
+    if mask.is_floating_point() or mask.dtype != torch.bool:
+        bad = mask[(mask != 0) & (mask != 1)]
+        if bad.numel():
+            raise ValueError(
+                f"attention_mask must hold 0 and 1 (or booleans); got values such as {bad[0].item():g}. An additive "
+                "mask (0 to attend, a large negative number for padding) cannot be used: pass the tokenizer's mask."
+            )
+    return mask.to(dtype=torch.bool).reshape(-1, input_ids.shape[-1])
+
+
+def _final_norm(model: nn.Module) -> str | None:
+    """The name of the norm applied after the last layer (GPT-2's ``ln_f``), which ends ``hidden_states[-1]``."""
+    base = getattr(model, "base_model", model)
+    for name in ("ln_f", "norm", "final_layer_norm", "final_layernorm"):
+        if isinstance(getattr(base, name, None), nn.Module):
+            return name
+    return None
+
+
 def _and_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     if first is None:
         return second
@@ -489,6 +556,14 @@ def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args:
             f"{teacher_config.num_attention_heads} and the student {student_config.num_attention_heads}; use a "
             "student with the teacher's head count or set alpha_attention=0."
         )
+    teacher_parameters = {id(p) for p in teacher.parameters()}
+    shared = [name for name, p in student.named_parameters() if id(p) in teacher_parameters]
+    if shared:
+        raise ValueError(
+            f"Teacher and student share {len(shared)} parameter{'s' if len(shared) > 1 else ''} "
+            f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}): freezing the teacher would freeze them in the student. Pass a "
+            "teacher with its own weights (copy.deepcopy)."
+        )
     student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
     if args.layer_map is None:
         layer_losses = args.alpha_hidden > 0 or args.alpha_attention > 0
@@ -504,4 +579,14 @@ def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args:
             f"layer_map={args.layer_map} names teacher layers {out_of_range}, but the teacher has {teacher_layers} "
             f"layers (valid indices 0 to {teacher_layers - 1})."
         )
+    norm = _final_norm(student) or _final_norm(teacher)
+    if norm is not None and args.alpha_hidden > 0:
+        last_pairs = [(s == student_layers - 1) != (t == teacher_layers - 1) for s, t in enumerate(args.layer_map)]
+        if any(last_pairs):
+            raise ValueError(
+                f"layer_map={args.layer_map} pairs a last layer with a layer that is not last, but "
+                f"{type(student).__name__}'s last hidden state is taken after its final norm ({norm}) and the others "
+                f"before it: they are not comparable. Use layer_map[-1] = {teacher_layers - 1} and no other entry "
+                f"{teacher_layers - 1}, or set alpha_hidden=0."
+            )
     return list(args.layer_map)
