@@ -10,6 +10,8 @@ logging backends) is the base ``Trainer``'s.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
 import re
@@ -20,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.training_args import ParallelMode
 
 from .attention import AttentionRecord, record_attention_scores
@@ -29,6 +31,43 @@ from .losses import attention_kl_loss, attention_score_loss, hidden_state_loss, 
 
 PROJECTION_WEIGHTS_NAME = "ilkd_projection.safetensors"
 LOSS_COMPONENTS = ("embedding", "hidden", "attention", "logits", "task")
+# The Trainer writes trainer_state.json last in a checkpoint: its presence (and validity) marks a finished save.
+TRAINER_STATE_NAME = "trainer_state.json"
+_CHECKPOINT_PATTERN = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+
+logger = logging.getLogger(__name__)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` folder of ``output_dir`` that a ``Trainer`` finished writing, or ``None``.
+
+    ``get_last_checkpoint`` takes the highest ``N`` even when a killed run left it half-written, and resuming from it
+    then fails. A checkpoint is complete when its ``trainer_state.json`` (written last) parses; each newer incomplete
+    one is skipped with a warning (and left in place: the next save of that step replaces it).
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    numbered = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_PATTERN.fullmatch(name)
+        if match is not None and os.path.isdir(os.path.join(output_dir, name)):
+            numbered.append((int(match.group(1)), os.path.join(output_dir, name)))
+    skipped = []
+    for _, path in sorted(numbered, reverse=True):
+        try:
+            with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as file:
+                json.load(file)
+        except (OSError, ValueError):
+            skipped.append(path)
+            continue
+        for incomplete in skipped:
+            logger.warning(f"Skipping the incomplete checkpoint {incomplete} (no valid {TRAINER_STATE_NAME}: a run "
+                           f"stopped while writing it); resuming from {path}.")
+        return path
+    for incomplete in skipped:
+        logger.warning(f"Skipping the incomplete checkpoint {incomplete} (no valid {TRAINER_STATE_NAME}): no "
+                       "complete checkpoint to resume from.")
+    return None
 
 
 @dataclass
@@ -453,16 +492,22 @@ class IlkdTrainer(Trainer):
     # ---- the projection's checkpoints ------------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Saves the student; in a training checkpoint (``checkpoint-N``) also the projection, which resuming needs.
+
+        The projection is a training device, not part of the model: a model folder (``trainer.save_model()``, what
+        ``push_to_hub`` uploads) holds the student alone.
+        """
         super().save_model(output_dir, _internal_call)
-        if self.projection is not None and self.args.should_save:
-            output_dir = output_dir if output_dir is not None else self.args.output_dir
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        is_checkpoint = _CHECKPOINT_PATTERN.fullmatch(os.path.basename(os.path.normpath(output_dir))) is not None
+        if self.projection is not None and self.args.should_save and is_checkpoint:
             os.makedirs(output_dir, exist_ok=True)
             state = {name: tensor.detach().contiguous() for name, tensor in self.projection.state_dict().items()}
             save_file(state, os.path.join(output_dir, PROJECTION_WEIGHTS_NAME))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *train_args, **kwargs):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir}).")
         if resume_from_checkpoint and self.projection is not None:
