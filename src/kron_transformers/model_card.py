@@ -1,7 +1,7 @@
 # Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
 """The model card (README.md) written beside every compressed checkpoint, and saving/pushing with it.
 
-The template is ``MODEL_CARD.md`` (Jinja2; shipped in the package and kept identical to the repository root's copy).
+The template is ``MODEL_CARD.md`` beside this module (Jinja2; its only copy, shipped in the package).
 Every number in the card is read from the model itself (parameter counts, factor shapes, ranks); the compression
 report adds the reconstruction errors, and the caller adds what the model cannot know (base model, distillation
 stages, evaluation results).
