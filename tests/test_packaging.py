@@ -42,6 +42,35 @@ def test_a_deprecation_from_our_own_code_fails_the_test_run(category):
         warnings.warn_explicit("y is deprecated", category, "x.py", 1, module="some_dependency.x")
 
 
+# ---- the supported transformers range ---------------------------------------------------------------------------
+
+
+def test_the_installed_transformers_has_the_internals_the_package_relies_on():
+    """Run by both CI jobs: the pinned transformers and the declared lower bound (scripts/test_lower_bound.sh)."""
+    import inspect
+    import re
+
+    import transformers
+    from packaging.version import Version
+    from transformers import PreTrainedModel, Trainer
+    from transformers.masking_utils import sdpa_mask
+
+    [spec] = [d for d in PYPROJECT["project"]["dependencies"] if re.match(r"transformers\b", d)]
+    lower, upper = re.search(r">=\s*([\d.]+)", spec).group(1), re.search(r"<\s*([\d.]+)", spec).group(1)
+    assert Version(lower) <= Version(transformers.__version__) < Version(upper)
+    assert "loss_is_scaled_for_ga" in vars(Trainer)  # IlkdTrainer normalises by the accumulated batch itself
+    assert callable(getattr(PreTrainedModel, "_finalize_model_loading", None))
+    assert "is_custom_code" in inspect.signature(PreTrainedModel._initialize_weights).parameters
+    assert "allow_is_causal_skip" in inspect.signature(sdpa_mask).parameters
+
+
+def test_ci_tests_the_declared_lower_bound():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in ci and "scripts/test_lower_bound.sh" in ci
+    script = (ROOT / "scripts" / "test_lower_bound.sh").read_text()
+    assert "pyproject.toml" in script and 'transformers==$VERSION' in script  # the bound is read, not restated
+
+
 # ---- what the installed package needs ---------------------------------------------------------------------------
 
 PACKAGE = ROOT / "src" / "kron_transformers"
