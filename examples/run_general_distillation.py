@@ -35,10 +35,10 @@ from transformers import (
     HfArgumentParser,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 import kron_transformers
-from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
+from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments, last_complete_checkpoint
+from kron_transformers.model_card import DistillationStage, defer_push_to_hub_for_card, push_trainer_model_with_card
 
 
 logger = logging.getLogger(__name__)
@@ -199,13 +199,14 @@ def main(argv=None):
     eval_dataset = take("validation", data_args.max_eval_samples) if training_args.do_eval else None
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=objective == "mlm",
                                                mlm_probability=data_args.mlm_probability)
+    push_with_card = defer_push_to_hub_for_card(training_args, student)
     trainer = IlkdTrainer(model=student, teacher_model=teacher, args=training_args, train_dataset=train_dataset,
                           eval_dataset=eval_dataset, processing_class=tokenizer, data_collator=collator)
 
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint
         if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
+            checkpoint = last_complete_checkpoint(training_args.output_dir)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics = result.metrics | {"train_samples": len(train_dataset)}
@@ -222,7 +223,14 @@ def main(argv=None):
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
 
-    if training_args.push_to_hub:
+    if push_with_card:
+        # The Kronecker card and the model alone: Trainer.push_to_hub would upload its generic card and output_dir.
+        stage = DistillationStage(
+            name="general", dataset=data_args.dataset_name or os.path.basename(data_args.train_file or ""),
+            training=f"{trainer.state.global_step} steps, lr {training_args.learning_rate:g}, {objective}",
+        )
+        push_trainer_model_with_card(trainer, base_model=model_args.teacher_name_or_path, distillation=[stage])
+    elif training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.teacher_name_or_path,
                             tasks="fill-mask" if objective == "mlm" else "text-generation")
     return trainer

@@ -39,11 +39,12 @@ from transformers import (
     default_data_collator,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from huggingface_hub import EvalResult
 
 import kron_transformers
-from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
+from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments, last_complete_checkpoint
 from kron_transformers.metrics import load_metric
+from kron_transformers.model_card import DistillationStage, defer_push_to_hub_for_card, push_trainer_model_with_card
 
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,33 @@ def load_raw_datasets(data_args, model_args):
         if path is not None
     }
     extension = next(iter(data_files.values())).rsplit(".", 1)[-1]
-    return load_dataset("json" if extension in ("json", "jsonl") else "csv", data_files=data_files,
-                        cache_dir=model_args.cache_dir)
+    for split, path in data_files.items():
+        if path.endswith(".csv"):
+            _check_csv(path, f"--{split}_file", needs_label=split != "test")
+    raw = load_dataset("json" if extension in ("json", "jsonl") else "csv", data_files=data_files,
+                       cache_dir=model_args.cache_dir)
+    for split, path in data_files.items():
+        if split != "test" and "label" not in raw[split].column_names:
+            raise ValueError(f"--{split}_file {path!r} has no 'label' column; its columns are: "
+                             f"{', '.join(raw[split].column_names)}.")
+    return raw
+
+
+def _check_csv(path: str, flag: str, needs_label: bool) -> None:
+    """A clear error naming the file and its columns for what `load_dataset` reports obscurely (or as a column
+    mismatch between files): no rows, no ``label`` column."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.reader(file)
+        header = next(reader, None)
+        has_rows = any(row for row in reader)
+    if header is None:
+        raise ValueError(f"{flag} {path!r} is empty; expected a header row (e.g. sentence,label) and data rows.")
+    if not has_rows:
+        raise ValueError(f"{flag} {path!r} has a header ({', '.join(header)}) but no rows.")
+    if needs_label and "label" not in header:
+        raise ValueError(f"{flag} {path!r} has no 'label' column; its columns are: {', '.join(header)}.")
 
 
 def main(argv=None):
@@ -179,7 +205,7 @@ def main(argv=None):
 
     last_checkpoint = None
     if os.path.isdir(training_args.output_dir) and training_args.do_train:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        last_checkpoint = last_complete_checkpoint(training_args.output_dir)
         if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
             logger.info(f"Checkpoint found at {last_checkpoint}: resuming training from it.")
     set_seed(training_args.seed)
@@ -317,6 +343,7 @@ def main(argv=None):
     else:
         data_collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if training_args.fp16 else None)
 
+    push_with_card = defer_push_to_hub_for_card(training_args, model)
     common = {"model": model, "args": training_args, "train_dataset": train_dataset, "eval_dataset": eval_dataset,
               "compute_metrics": compute_metrics, "processing_class": tokenizer, "data_collator": data_collator}
     trainer = IlkdTrainer(teacher_model=teacher, **common) if teacher is not None else Trainer(**common)
@@ -331,6 +358,7 @@ def main(argv=None):
         trainer.save_metrics("train", metrics)
         trainer.save_state()
 
+    eval_results = []
     if training_args.do_eval:
         logger.info("*** Evaluate ***")
         tasks, eval_datasets = [data_args.task_name], [eval_dataset]
@@ -342,6 +370,14 @@ def main(argv=None):
             metrics["eval_samples"] = len(eval_dataset)
             if task == "mnli-mm":
                 metrics = {k + "_mm": v for k, v in metrics.items()}
+            if data_args.task_name is not None:  # results on a Hub dataset go in the model card's model-index
+                eval_results += [
+                    EvalResult(task_type="text-classification", dataset_type="nyu-mll/glue",
+                               dataset_name=f"GLUE {task.upper()}", dataset_config=data_args.task_name,
+                               dataset_split="validation", metric_type=name[len("eval_"):], metric_value=value)
+                    for name, value in metrics.items()
+                    if name[len("eval_"):] in ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
+                ]
             trainer.log_metrics("eval", metrics)
             trainer.save_metrics("eval", metrics)
 
@@ -358,9 +394,27 @@ def main(argv=None):
                     value = f"{item:3.3f}" if is_regression else model.config.id2label[int(item)]
                     writer.write(f"{index}\t{value}\n")
 
-    if training_args.push_to_hub:
+    if push_with_card:
+        # The Kronecker card and the model alone: Trainer.push_to_hub would upload its generic card and output_dir.
+        stage = DistillationStage(
+            name="task-specific" if teacher is not None else "fine-tuning",
+            dataset=data_args.task_name or data_args.dataset_name or os.path.basename(data_args.train_file or ""),
+            training=f"{trainer.state.global_step} steps, lr {training_args.learning_rate:g}",
+            losses=_loss_description(training_args) if teacher is not None else "task loss",
+        )
+        push_trainer_model_with_card(trainer, base_model=model_args.teacher_name_or_path, distillation=[stage],
+                                     eval_results=eval_results)
+    elif training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification")
     return trainer
+
+
+def _loss_description(args: IlkdTrainingArguments) -> str:
+    """The ILKD terms with a positive weight, e.g. 'embedding 1 + hidden 1 + attention (mse_scores) 1'."""
+    names = {"attention": f"attention ({args.attention_loss})", "logits": f"logits (T={args.temperature:g})"}
+    terms = [f"{names.get(name, name)} {getattr(args, f'alpha_{name}'):g}"
+             for name in ("embedding", "hidden", "attention", "logits", "task") if getattr(args, f"alpha_{name}") > 0]
+    return " + ".join(terms)
 
 
 if __name__ == "__main__":

@@ -41,14 +41,18 @@ from transformers import (
     default_data_collator,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import kron_transformers  # noqa: E402
-from kron_transformers.distillation import IlkdTrainingArguments  # noqa: E402
+from kron_transformers.distillation import IlkdTrainingArguments, last_complete_checkpoint  # noqa: E402
 from kron_transformers.metrics import load_metric  # noqa: E402
+from kron_transformers.model_card import (  # noqa: E402
+    DistillationStage,
+    defer_push_to_hub_for_card,
+    push_trainer_model_with_card,
+)
 from utils_qa import (  # noqa: E402
     QuestionAnsweringIlkdTrainer,
     QuestionAnsweringTrainer,
@@ -242,7 +246,7 @@ def main(argv=None):
 
     last_checkpoint = None
     if os.path.isdir(training_args.output_dir) and training_args.do_train:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        last_checkpoint = last_complete_checkpoint(training_args.output_dir)
         if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
             logger.info(f"Checkpoint found at {last_checkpoint}: resuming training from it.")
     set_seed(training_args.seed)
@@ -334,6 +338,7 @@ def main(argv=None):
         return metric.compute(predictions=p.predictions, references=p.label_ids)
 
     os.makedirs(training_args.output_dir, exist_ok=True)
+    push_with_card = defer_push_to_hub_for_card(training_args, model)
     common = {"model": model, "args": training_args, "train_dataset": train_dataset, "eval_dataset": eval_dataset,
               "eval_examples": eval_examples, "processing_class": tokenizer, "data_collator": data_collator,
               "post_process_function": post_processing_function, "compute_metrics": compute_metrics}
@@ -368,7 +373,15 @@ def main(argv=None):
         trainer.log_metrics("predict", metrics)
         trainer.save_metrics("predict", metrics)
 
-    if training_args.push_to_hub:
+    if push_with_card:
+        # The Kronecker card and the model alone: Trainer.push_to_hub would upload its generic card and output_dir.
+        stage = DistillationStage(
+            name="task-specific" if teacher is not None else "fine-tuning",
+            dataset=data_args.dataset_name or os.path.basename(data_args.train_file or ""),
+            training=f"{trainer.state.global_step} steps, lr {training_args.learning_rate:g}",
+        )
+        push_trainer_model_with_card(trainer, base_model=model_args.teacher_name_or_path, distillation=[stage])
+    elif training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="question-answering")
     return trainer
 

@@ -319,3 +319,125 @@ def test_module_and_console_script_entry_points(tmp_path, bert_dir):
     assert failed.stderr.strip().splitlines() == [
         f"kron-compress: error: OUTPUT_DIR '{out_dir}' exists and is not empty; pass --overwrite to replace it."
     ]
+
+
+# ---- faults: one line, non-zero exit, nothing left behind ----------------------------------------------------------
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def assert_one_error_line(status, out, err, pattern):
+    assert status == 1 and out == "", (out, err)
+    assert "Traceback" not in err, err
+    [line] = error_lines(err)
+    assert re.search(pattern, line), line
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_weights_file_fails_with_one_line(capsys, tmp_path, bert_dir, damage):
+    broken = copy_checkpoint(bert_dir, tmp_path / "broken")
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x07" * 64)
+    status, out, err = run_cli(capsys, broken, tmp_path / "out" / "x", "--compression", "4")
+    assert_one_error_line(status, out, err, r"Cannot load the weights of MODEL '.*broken': .*(header|metadata)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_fail_with_one_line(capsys, tmp_path, bert_dir):
+    from safetensors.torch import load_file, save_file
+
+    broken = copy_checkpoint(bert_dir, tmp_path / "nan")
+    state = load_file(broken / "model.safetensors")
+    state["bert.encoder.layer.0.attention.self.query.weight"][0, 0] = float("nan")
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    status, out, err = run_cli(capsys, broken, tmp_path / "out", "--compression", "4")
+    assert status == 1 and "Traceback" not in err, err
+    [line] = error_lines(err)
+    assert "bert.encoder.layer.0.attention.self.query" in line or "Cannot compress MODEL" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan"]
+
+
+def test_an_unwritable_destination_fails_before_the_weights_are_read(capsys, tmp_path, bert_dir, monkeypatch):
+    (tmp_path / "a-file.txt").write_text("x")
+    status, out, err = run_cli(capsys, bert_dir, tmp_path / "a-file.txt" / "out", "--compression", "4")
+    assert_one_error_line(status, out, err, r"OUTPUT_DIR '.*a-file.txt/out': '.*a-file.txt' is not a folder")
+
+    import kron_transformers.cli as cli
+
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda path, mode, **kw: False if Path(path) == tmp_path else
+                        real_access(path, mode, **kw))
+    loaded = []
+    monkeypatch.setattr(cli, "_load_dense", lambda *args: loaded.append(args))
+    status, out, err = run_cli(capsys, bert_dir, tmp_path / "new" / "out", "--compression", "4")
+    assert_one_error_line(status, out, err, rf"OUTPUT_DIR '.*new/out': cannot write to '{re.escape(str(tmp_path))}'")
+    assert loaded == [] and not (tmp_path / "new").exists()
+
+
+def test_an_os_error_creating_the_staging_folder_fails_with_one_line(capsys, tmp_path, bert_dir, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    status, out, err = run_cli(capsys, bert_dir, tmp_path / "a" / "b" / "out", "--compression", "4")
+    assert status == 1 and "Traceback" not in err
+    [line] = error_lines(err)
+    assert "Cannot write OUTPUT_DIR" in line and "Permission denied" in line
+    assert list(tmp_path.iterdir()) == []  # the parents made for it are gone too
+
+
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_a_destination_that_holds_the_source_is_refused(capsys, tmp_path, bert_dir, where):
+    source = copy_checkpoint(bert_dir, tmp_path / "models" / "bert")
+    target = source if where == "same" else source.parent
+    before = sorted(p.name for p in source.iterdir())
+    status, out, err = run_cli(capsys, source, target, "--compression", "4", "--overwrite")
+    assert_one_error_line(status, out, err, r"OUTPUT_DIR '.*' (is|holds) MODEL '.*bert'; --overwrite would delete")
+    assert sorted(p.name for p in source.iterdir()) == before
+
+
+def test_leftovers_of_killed_runs_are_removed_by_the_next_run(capsys, tmp_path, bert_dir):
+    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
+    stale = [f".out.{dead_pid}.x1y2z3.partial", ".out.a1b2c3d4.partial", f".out.{dead_pid}.q9w8e7.old"]
+    for name in stale:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"half")
+    live = tmp_path / f".out.{os.getpid()}.r5t6y7.partial"  # a run in progress (this process) is left alone
+    live.mkdir()
+    other = tmp_path / f".other.{dead_pid}.abcdef.partial"  # another target's: not this run's business
+    other.mkdir()
+    status, _, err = run_cli(capsys, bert_dir, tmp_path / "out", "--compression", "4")
+    assert status == 0, err
+    assert sorted(leftovers(tmp_path)) == sorted([live.name, other.name])
+    assert err.count("removed the leftover") == 3
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_while_writing_leaves_nothing_behind(capsys, tmp_path, bert_dir, monkeypatch, signal_name):
+    import signal
+
+    import kron_transformers.model_card as model_card
+
+    real = model_card.save_pretrained_with_card
+    signum = getattr(signal, signal_name)
+
+    def save_then_signal(model, output_dir, **kwargs):
+        real(model, output_dir, **kwargs)  # the staging folder is full: a signal now used to leave it behind
+        os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(model_card, "save_pretrained_with_card", save_then_signal)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    status, _, err = run_cli(capsys, bert_dir, tmp_path / "parent" / "out", "--compression", "4")
+    assert status == 128 + signum
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"kron-compress: interrupted ({signal_name}); nothing was written"
+    assert list(tmp_path.iterdir()) == []
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # the caller's handlers are back

@@ -43,8 +43,6 @@ import run_qa  # noqa: E402
 from utils_qa import flatten_squad, load_squad_file, postprocess_qa_predictions  # noqa: E402
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
-
 WORDS = (
     "the a an cat dog bird film movie story actor plot music good bad great awful fine dull fun boring lovely "
     "terrible best worst is was are were has had sat ran saw liked hated loved found read wrote on in at by of to "
@@ -674,3 +672,91 @@ def test_run_glue_starts_missing_student_weights_from_the_teacher(tmp_path):
         assert torch.equal(student.state_dict()[key], teacher.state_dict()[key])
     # Factored weights are never overwritten, whatever the teacher holds under other shapes.
     assert not any(key.endswith((".a", ".b")) for key in copied)
+
+
+# ---- resuming, bad files and pushing ---------------------------------------------------------------------------
+
+
+def test_run_glue_resumes_from_the_newest_complete_checkpoint(bert_dir, glue_files, tmp_path, caplog):
+    flags = ["--model_name_or_path", str(bert_dir), *glue_data_flags(glue_files, "sst2"), "--do_train"]
+    out = tmp_path / "out"
+    run_glue.main([*flags, *training_flags(out, steps=2), "--save_strategy", "steps", "--save_steps", "1"])
+    assert {"checkpoint-1", "checkpoint-2"} <= {p.name for p in out.iterdir()}
+    # A run killed while writing checkpoint-3: weights there, but not trainer_state.json (written last).
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / "model.safetensors").write_bytes((out / "checkpoint-2" / "model.safetensors").read_bytes())
+    (out / "checkpoint-4").mkdir()
+    (out / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4, "log_hi')  # cut short
+    with caplog.at_level("WARNING"):
+        trainer = run_glue.main([*flags, *training_flags(out, steps=3)])
+    assert trainer.state.global_step == 3
+    skipped = [record.getMessage() for record in caplog.records if "incomplete checkpoint" in record.getMessage()]
+    assert len(skipped) == 2 and all("checkpoint-2" in message for message in skipped), skipped
+    # Resumed at step 2: the first two logged losses are the first run's, the third is new.
+    losses = [log["step"] for log in trainer.state.log_history if "loss" in log]
+    assert losses == [1, 2, 3]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("sentence,score\nthe film was good,1\n", r"--train_file '.*bad\.csv' has no 'label' column; its columns are: "
+                                                r"sentence, score"),
+    ("sentence,label\n", r"--train_file '.*bad\.csv' has a header \(sentence, label\) but no rows"),
+])
+def test_run_glue_names_the_file_and_its_columns_for_a_bad_csv(bert_dir, glue_files, tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        run_glue.main(["--model_name_or_path", str(bert_dir), "--train_file", str(tmp_path / "bad.csv"),
+                       "--validation_file", str(glue_files["sst2", "validation"]), "--do_train",
+                       *training_flags(tmp_path / "out")])
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """HfApi's repo creation and commits, recorded instead of sent."""
+    from huggingface_hub import CommitInfo, HfApi, RepoUrl
+
+    commits = []
+
+    def create_repo(api, repo_id, **kwargs):
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_commit(api, repo_id, operations, *, commit_message, **kwargs):
+        files = {}
+        for op in operations:
+            source = op.path_or_fileobj
+            files[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+        commits.append((repo_id, files))
+        return CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/1", commit_message=commit_message,
+                          commit_description="", oid="1" * 40)
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    return commits
+
+
+def test_run_glue_pushes_the_kronecker_card_and_no_projection(bert_dir, glue_files, glue_teachers, tmp_path, fake_hub):
+    teacher_dir, _ = glue_teachers["sst2"]
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    # A narrower student (a projection is trained) made Kronecker: the card must describe it.
+    config = teacher.config.to_dict() | {"hidden_size": 16, "intermediate_size": 32}
+    student = type(teacher)(type(teacher.config).from_dict(config))
+    kron_transformers.compress(student, 2.0, show_progress=False).save_pretrained(tmp_path / "init")
+    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(tmp_path / "init")
+    out = tmp_path / "out"
+    trainer = run_glue.main(["--model_name_or_path", str(tmp_path / "init"), "--teacher_name_or_path",
+                             str(teacher_dir), *glue_data_flags(glue_files, "sst2"), "--do_train", "--do_eval",
+                             *training_flags(out, steps=2), "--save_strategy", "steps", "--save_steps", "2",
+                             "--push_to_hub", "--hub_model_id", "me/kron-sst2"])
+    assert trainer.projection is not None
+    assert (out / "checkpoint-2" / "ilkd_projection.safetensors").is_file()  # resuming needs it
+    assert not (out / "ilkd_projection.safetensors").exists()  # the model folder holds the model only
+    # The Trainer's own pushes at each save (hub_strategy every_save) come first; the model with its card last.
+    assert {repo_id for repo_id, _ in fake_hub} == {"me/kron-sst2"}
+    assert all("ilkd_projection.safetensors" not in files for _, files in fake_hub)
+    files = fake_hub[-1][1]
+    assert not any(name.startswith("checkpoint-") for name in files)
+    assert {"config.json", "model.safetensors", "modeling_kronecker_bert.py", "README.md"} <= set(files)
+    card = files["README.md"].decode()
+    assert f"**{trainer.model.num_parameters():,}** parameters" in " ".join(card.split())
+    assert 'from_pretrained("me/kron-sst2", trust_remote_code=True)' in card
+    assert "Distillation" in card and "task-specific" in card

@@ -37,6 +37,21 @@ def test_from_linear_is_the_nearest_kronecker_product(rank):
     assert layer.a.shape == (rank, 2, 3) and layer.b.shape == (rank, 4, 4)
     torch.testing.assert_close(layer.bias, linear.bias)
     assert layer.bias.data_ptr() != linear.bias.data_ptr()
+    # Below full rank: the error is the Van Loan-Pitsianis optimum, the tail of the singular values of the weight's
+    # block rearrangement (built here block by block: row (i, j) is block (i, j) of W, flattened) ...
+    weight = linear.weight.detach()
+    blocks = torch.stack([weight[i * 4:(i + 1) * 4, j * 4:(j + 1) * 4].reshape(-1) for i in range(2) for j in range(3)])
+    optimum = torch.linalg.svdvals(blocks)[rank:].square().sum().sqrt()
+    factored = sum(torch.kron(layer.a[r], layer.b[r]) for r in range(rank)).detach()
+    error = torch.linalg.matrix_norm(weight - factored)
+    torch.testing.assert_close(error, optimum, rtol=1e-9, atol=1e-12)
+    assert optimum > 1e-3  # not a case where any answer is exact
+    # ... and no nearby factors do better.
+    generator = torch.Generator().manual_seed(rank)
+    for _ in range(20):
+        a = layer.a.detach() + 1e-3 * torch.randn(layer.a.shape, generator=generator, dtype=torch.float64)
+        b = layer.b.detach() + 1e-3 * torch.randn(layer.b.shape, generator=generator, dtype=torch.float64)
+        assert torch.linalg.matrix_norm(weight - sum(torch.kron(a[r], b[r]) for r in range(rank))) > error
     # With the full rank the factorisation is exact.
     exact = KroneckerLinear.from_linear(linear, (2, 3), rank=6)
     x = torch.randn(5, 12, dtype=torch.float64)

@@ -7,9 +7,6 @@ from scipy.stats import rankdata
 from kron_transformers.metrics import load_metric, metric_path
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
 def compute(name, config, **inputs):
     # A fresh experiment id per call: evaluate's cache files would otherwise be shared between parallel runs.
     return load_metric(name, config, experiment_id=f"{name}-{config}-{id(inputs)}").compute(**inputs)

@@ -24,9 +24,6 @@ import common  # noqa: E402
 import gpt2_news  # noqa: E402
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
-
-
 @pytest.fixture(autouse=True)
 def restore_torch_threads():
     """The scripts set torch's thread count for their run; later tests get the count they started with."""

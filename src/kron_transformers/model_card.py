@@ -1,7 +1,7 @@
 # Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
 """The model card (README.md) written beside every compressed checkpoint, and saving/pushing with it.
 
-The template is ``MODEL_CARD.md`` (Jinja2; shipped in the package and kept identical to the repository root's copy).
+The template is ``MODEL_CARD.md`` beside this module (Jinja2; its only copy, shipped in the package).
 Every number in the card is read from the model itself (parameter counts, factor shapes, ranks); the compression
 report adds the reconstruction errors, and the caller adds what the model cannot know (base model, distillation
 stages, evaluation results).
@@ -329,10 +329,58 @@ def push_to_hub_with_card(
         )
 
 
+def has_kronecker_modules(model: nn.Module) -> bool:
+    """Whether ``model`` holds a Kronecker-factored module (so that its card can be filled)."""
+    return any(isinstance(module, (KroneckerLinear, KroneckerEmbedding)) for module in model.modules())
+
+
+def defer_push_to_hub_for_card(args, model) -> bool:
+    """For a Kronecker ``model`` trained with ``args.push_to_hub``: create the Hub repo now (so that a refused repo
+    fails before training) and turn the Trainer's own uploads off, since they push its generic card and whatever
+    ``output_dir`` holds; push at the end with ``push_trainer_model_with_card``. Returns whether it did so (``False``
+    for a dense model, which keeps the Trainer's pushing)."""
+    if not (args.push_to_hub and has_kronecker_modules(model)):
+        return False
+    if args.should_save:
+        create_repo(args.hub_model_id or Path(args.output_dir).absolute().name, private=args.hub_private_repo,
+                    token=args.hub_token)
+    args.push_to_hub = False
+    return True
+
+
+def push_trainer_model_with_card(trainer, *, commit_message: str = "Upload Kronecker-compressed model", **card_kwargs):
+    """What ``trainer.push_to_hub()`` does for a Kronecker model, with the filled Kronecker card.
+
+    ``Trainer.push_to_hub`` uploads ``output_dir`` with a generic Trainer card (and anything else saved there). This
+    pushes the model, its code, the trainer's tokenizer and the card in one commit, to ``args.hub_model_id`` (default:
+    the name of ``output_dir``) with ``args.hub_token`` and ``args.hub_private_repo``; training-only files
+    (checkpoints, the distillation projection, logs) stay local. ``card_kwargs`` go to ``build_model_card``.
+    Returns the ``CommitInfo`` on the main process, ``None`` on the others.
+    """
+    if not trainer.is_world_process_zero():
+        return None
+    args = trainer.args
+    # With push_to_hub=True the Trainer uploads at each save, in the background: let the last upload land first so
+    # that it cannot replace the final weights with a checkpoint's.
+    finish_pending_push = getattr(trainer, "_finish_current_push", None)
+    if callable(finish_pending_push):
+        finish_pending_push()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    tokenizer = trainer.processing_class if hasattr(trainer.processing_class, "save_pretrained") else None
+    repo_id = args.hub_model_id or Path(args.output_dir).absolute().name
+    return push_to_hub_with_card(
+        model, repo_id, tokenizer=tokenizer, private=args.hub_private_repo, token=args.hub_token,
+        commit_message=commit_message, **card_kwargs,
+    )
+
+
 __all__ = [
     "DistillationStage",
     "build_model_card",
     "create_repo",
+    "defer_push_to_hub_for_card",
+    "has_kronecker_modules",
+    "push_trainer_model_with_card",
     "push_to_hub_with_card",
     "save_pretrained_with_card",
     "upload_folder",

@@ -14,6 +14,7 @@ from .trainer import (
     IlkdTrainer,
     IlkdTrainingArguments,
     default_layer_map,
+    last_complete_checkpoint,
 )
 
 
@@ -28,6 +29,7 @@ __all__ = [
     "attention_score_loss",
     "default_layer_map",
     "hidden_state_loss",
+    "last_complete_checkpoint",
     "logit_mse_loss",
     "record_attention_scores",
     "recording_attention_forward",

@@ -10,6 +10,8 @@ logging backends) is the base ``Trainer``'s.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
 import re
@@ -20,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.training_args import ParallelMode
 
 from .attention import AttentionRecord, record_attention_scores
 from .losses import attention_kl_loss, attention_score_loss, hidden_state_loss, logit_mse_loss, soft_target_loss
@@ -28,6 +31,43 @@ from .losses import attention_kl_loss, attention_score_loss, hidden_state_loss, 
 
 PROJECTION_WEIGHTS_NAME = "ilkd_projection.safetensors"
 LOSS_COMPONENTS = ("embedding", "hidden", "attention", "logits", "task")
+# The Trainer writes trainer_state.json last in a checkpoint: its presence (and validity) marks a finished save.
+TRAINER_STATE_NAME = "trainer_state.json"
+_CHECKPOINT_PATTERN = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+
+logger = logging.getLogger(__name__)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` folder of ``output_dir`` that a ``Trainer`` finished writing, or ``None``.
+
+    ``get_last_checkpoint`` takes the highest ``N`` even when a killed run left it half-written, and resuming from it
+    then fails. A checkpoint is complete when its ``trainer_state.json`` (written last) parses; each newer incomplete
+    one is skipped with a warning (and left in place: the next save of that step replaces it).
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    numbered = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_PATTERN.fullmatch(name)
+        if match is not None and os.path.isdir(os.path.join(output_dir, name)):
+            numbered.append((int(match.group(1)), os.path.join(output_dir, name)))
+    skipped = []
+    for _, path in sorted(numbered, reverse=True):
+        try:
+            with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as file:
+                json.load(file)
+        except (OSError, ValueError):
+            skipped.append(path)
+            continue
+        for incomplete in skipped:
+            logger.warning(f"Skipping the incomplete checkpoint {incomplete} (no valid {TRAINER_STATE_NAME}: a run "
+                           f"stopped while writing it); resuming from {path}.")
+        return path
+    for incomplete in skipped:
+        logger.warning(f"Skipping the incomplete checkpoint {incomplete} (no valid {TRAINER_STATE_NAME}): no "
+                       "complete checkpoint to resume from.")
+    return None
 
 
 @dataclass
@@ -193,6 +233,11 @@ class IlkdTrainer(Trainer):
                 f"label_smoothing_factor={args.label_smoothing_factor} is not supported: the task loss is the "
                 "student's own loss; set it to 0."
             )
+        if teacher_model is model and model is not None:
+            raise ValueError(
+                "teacher_model is the student itself: freezing the teacher would freeze the student. Pass a separate "
+                "copy (copy.deepcopy(model)) or the dense model the student was compressed from."
+            )
         super().__init__(model, args, *trainer_args, **kwargs)
 
         student = self.model
@@ -205,6 +250,9 @@ class IlkdTrainer(Trainer):
                     "alpha_attention > 0 cannot be combined with activation checkpointing: the recorded attention "
                     "scores would not be recomputed in the backward pass. Disable one of them."
                 )
+            self._check_no_gradient_checkpointing(student)
+            if args.parallel_mode == ParallelMode.NOT_DISTRIBUTED:
+                raise ValueError(_DATA_PARALLEL_MESSAGE.format(n_gpu=args.n_gpu))
             for model_to_check in (student, self.teacher_model):
                 with record_attention_scores(model_to_check):
                     pass
@@ -278,6 +326,10 @@ class IlkdTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs)
+        if self.args.alpha_attention > 0:
+            if isinstance(model, nn.DataParallel):
+                raise ValueError(_DATA_PARALLEL_MESSAGE.format(n_gpu=len(model.device_ids)))
+            self._check_no_gradient_checkpointing(self.accelerator.unwrap_model(model))
         components, outputs = self.distillation_losses(model, inputs)
         # A component of weight 0 (the task loss when alpha_task=0) is logged but kept out of the backward pass.
         weighted = [getattr(self.args, f"alpha_{name}") * value for name, value in components.items()
@@ -299,6 +351,7 @@ class IlkdTrainer(Trainer):
         """
         args = self.args
         student = self.accelerator.unwrap_model(model)
+        _token_mask(inputs)  # a mask the losses cannot read is refused before the forward passes
         want_hidden = args.alpha_embedding > 0 or args.alpha_hidden > 0
         want_attention = args.alpha_attention > 0
         teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}
@@ -309,8 +362,7 @@ class IlkdTrainer(Trainer):
             outputs = model(**inputs, output_hidden_states=want_hidden)
 
         device = inputs["input_ids"].device
-        mask = inputs.get("attention_mask")
-        mask = mask.to(device=device, dtype=torch.bool) if mask is not None else None
+        mask = _token_mask(inputs)
         if args.loss_normalization == "teacher" and self._loss_scales is None:
             # Outside train() (a direct call): measure on this batch.
             self._loss_scales = self.measure_teacher_scales([inputs])
@@ -357,14 +409,35 @@ class IlkdTrainer(Trainer):
         if outputs.get("loss") is not None:
             # The student's loss is a mean over its micro-batch's label items: reweight it to the accumulated batch.
             local_items = self._count_items(inputs, device)[2]
-            share = (local_items * world_size / normalizers["task_items"].clamp(min=1)).to(outputs["loss"].dtype)
-            components["task"] = outputs["loss"] * share
+            if local_items.item() > 0:
+                share = (local_items * world_size / normalizers["task_items"].clamp(min=1)).to(outputs["loss"].dtype)
+                components["task"] = outputs["loss"] * share
+            else:
+                # No labelled item here (an MLM micro-batch without a masked token): the mean is 0/0 = NaN, and
+                # NaN x 0 is NaN. The term is an exact zero that stays connected to the graph (same parameters
+                # reached on every process, as DDP expects) without carrying the NaN.
+                head = outputs["logits"] if "logits" in outputs else outputs.get("start_logits")
+                zero = torch.zeros((), dtype=outputs["loss"].dtype, device=outputs["loss"].device)
+                components["task"] = zero if head is None else zero + head.sum() * 0
         elif args.alpha_task > 0:
             raise ValueError(
                 f"alpha_task={args.alpha_task} but the student returned no loss: the batch has no labels "
                 f"(keys: {sorted(inputs)})."
             )
         return components, outputs
+
+    @staticmethod
+    def _check_no_gradient_checkpointing(student: nn.Module) -> None:
+        # `is_gradient_checkpointing` is the name before transformers 5.23 (a deprecated alias since).
+        name = "is_activation_checkpointing" if hasattr(type(student), "is_activation_checkpointing") else (
+            "is_gradient_checkpointing"
+        )
+        if getattr(student, name, False):
+            raise ValueError(
+                "alpha_attention > 0 but gradient checkpointing is enabled on the student: the recorded attention "
+                "scores would not be recomputed in the backward pass (reentrant checkpointing drops their "
+                "gradients). Call model.gradient_checkpointing_disable() or set alpha_attention=0."
+            )
 
     def _count_local(self, inputs, device) -> dict[str, torch.Tensor]:
         counts = self._count_items(inputs, device)
@@ -421,8 +494,7 @@ class IlkdTrainer(Trainer):
             teacher_inputs = {k: v for k, v in inputs.items() if k not in self.label_names}
             with self._recording(self.teacher_model, want_attention) as records:
                 outputs = self.teacher_model(**teacher_inputs, output_hidden_states=True)
-            mask = inputs.get("attention_mask")
-            mask = mask.to(device=inputs["input_ids"].device, dtype=torch.bool) if mask is not None else None
+            mask = _token_mask(inputs)
             tokens = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
             # The loss of an all-zero student is the teacher's square over exactly the items the loss counts.
             hidden = [hidden_state_loss(torch.zeros_like(h), h, mask, reduction="sum") for h in outputs.hidden_states]
@@ -478,16 +550,22 @@ class IlkdTrainer(Trainer):
     # ---- the projection's checkpoints ------------------------------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Saves the student; in a training checkpoint (``checkpoint-N``) also the projection, which resuming needs.
+
+        The projection is a training device, not part of the model: a model folder (``trainer.save_model()``, what
+        ``push_to_hub`` uploads) holds the student alone.
+        """
         super().save_model(output_dir, _internal_call)
-        if self.projection is not None and self.args.should_save:
-            output_dir = output_dir if output_dir is not None else self.args.output_dir
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        is_checkpoint = _CHECKPOINT_PATTERN.fullmatch(os.path.basename(os.path.normpath(output_dir))) is not None
+        if self.projection is not None and self.args.should_save and is_checkpoint:
             os.makedirs(output_dir, exist_ok=True)
             state = {name: tensor.detach().contiguous() for name, tensor in self.projection.state_dict().items()}
             save_file(state, os.path.join(output_dir, PROJECTION_WEIGHTS_NAME))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *train_args, **kwargs):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir}).")
         if resume_from_checkpoint and self.projection is not None:
@@ -518,6 +596,47 @@ class IlkdTrainer(Trainer):
             # The counts belong to the training loop's accumulation windows; a later direct call counts its own batch.
             self._normalizers = None
             self._component_sums = {}
+
+
+_DATA_PARALLEL_MESSAGE = (
+    "alpha_attention > 0 cannot run under nn.DataParallel ({n_gpu} GPUs in one process): its replicas run in threads "
+    "that do not see the attention recorder, so the attention loss would be computed from nothing. Launch one "
+    "process per GPU (torchrun / accelerate launch: DistributedDataParallel) or set alpha_attention=0."
+)
+
+
+def _token_mask(inputs: dict[str, Any]) -> torch.Tensor | None:
+    """The boolean ``(sequences, seq)`` mask of real tokens (``None``: every token is real).
+
+    Multiple-choice inputs ``(batch, choices, seq)`` are flattened as the model flattens them. Raises a
+    ``ValueError`` for a mask that is not a 0/1 mask of ``input_ids``' shape (an additive float mask with -1e4 or
+    ``finfo.min`` entries would be read as "attend" by the models and inverted by a boolean cast).
+    """
+    input_ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    if mask is None:
+        return None
+    if mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)} (1 for a real token, 0 for "
+            f"padding); got {tuple(mask.shape)}. Pass the tokenizer's mask, not an extended or 4D one."
+        )
+    if mask.is_floating_point() or mask.dtype != torch.bool:
+        bad = mask[(mask != 0) & (mask != 1)]
+        if bad.numel():
+            raise ValueError(
+                f"attention_mask must hold 0 and 1 (or booleans); got values such as {bad[0].item():g}. An additive "
+                "mask (0 to attend, a large negative number for padding) cannot be used: pass the tokenizer's mask."
+            )
+    return mask.to(dtype=torch.bool).reshape(-1, input_ids.shape[-1])
+
+
+def _final_norm(model: nn.Module) -> str | None:
+    """The name of the norm applied after the last layer (GPT-2's ``ln_f``), which ends ``hidden_states[-1]``."""
+    base = getattr(model, "base_model", model)
+    for name in ("ln_f", "norm", "final_layer_norm", "final_layernorm"):
+        if isinstance(getattr(base, name, None), nn.Module):
+            return name
+    return None
 
 
 def _and_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
@@ -553,6 +672,14 @@ def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args:
             f"{teacher_config.num_attention_heads} and the student {student_config.num_attention_heads}; use a "
             "student with the teacher's head count or set alpha_attention=0."
         )
+    teacher_parameters = {id(p) for p in teacher.parameters()}
+    shared = [name for name, p in student.named_parameters() if id(p) in teacher_parameters]
+    if shared:
+        raise ValueError(
+            f"Teacher and student share {len(shared)} parameter{'s' if len(shared) > 1 else ''} "
+            f"({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}): freezing the teacher would freeze them in the student. Pass a "
+            "teacher with its own weights (copy.deepcopy)."
+        )
     student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
     if args.layer_map is None:
         layer_losses = args.alpha_hidden > 0 or args.alpha_attention > 0
@@ -568,4 +695,14 @@ def _check_distillable(student: PreTrainedModel, teacher: PreTrainedModel, args:
             f"layer_map={args.layer_map} names teacher layers {out_of_range}, but the teacher has {teacher_layers} "
             f"layers (valid indices 0 to {teacher_layers - 1})."
         )
+    norm = _final_norm(student) or _final_norm(teacher)
+    if norm is not None and args.alpha_hidden > 0:
+        last_pairs = [(s == student_layers - 1) != (t == teacher_layers - 1) for s, t in enumerate(args.layer_map)]
+        if any(last_pairs):
+            raise ValueError(
+                f"layer_map={args.layer_map} pairs a last layer with a layer that is not last, but "
+                f"{type(student).__name__}'s last hidden state is taken after its final norm ({norm}) and the others "
+                f"before it: they are not comparable. Use layer_map[-1] = {teacher_layers - 1} and no other entry "
+                f"{teacher_layers - 1}, or set alpha_hidden=0."
+            )
     return list(args.layer_map)

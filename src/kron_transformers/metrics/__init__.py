@@ -17,6 +17,8 @@ from pathlib import Path
 
 METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("glue", "squad")
+# What each metric script imports beyond the package's own dependencies (the `metrics` extra).
+_METRIC_NEEDS = {"glue": {"numpy": "numpy", "scipy": "scipy", "sklearn": "scikit-learn"}, "squad": {}}
 
 
 def metric_path(name: str) -> Path:
@@ -31,9 +33,23 @@ def load_metric(name: str, config_name: str | None = None, **kwargs):
 
     ``kwargs`` go to ``evaluate.load`` (``experiment_id``, ``num_process``, ...).
     """
+    import importlib
+
+    path = metric_path(name)
+    missing = []
+    for module, distribution in _METRIC_NEEDS[name].items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    if missing:
+        raise ImportError(
+            f"The {name} metric needs {' and '.join(missing)}, which kron-transformers does not install by default: "
+            "pip install 'kron-transformers[metrics]'."
+        )
     import evaluate
 
-    return evaluate.load(str(metric_path(name)), config_name, **kwargs)
+    return evaluate.load(str(path), config_name, **kwargs)
 
 
 __all__ = ["METRIC_NAMES", "load_metric", "metric_path"]
