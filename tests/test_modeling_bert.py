@@ -525,3 +525,22 @@ def test_the_package_exports_the_bert_classes():
     for cls in KRONECKER_HEADS.values():
         assert getattr(kron_transformers, cls.__name__) is cls
     assert kron_transformers.KroneckerBertConfig is KroneckerBertConfig
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        ({"attention_a_shape": None}, "bert.encoder.layer.0.attention.self.query"),
+        ({"embedding_factor": None}, "bert.embeddings.word_embeddings"),
+        ({"kronecker_layers": [0]}, "bert.encoder.layer.1.output.dense"),
+    ],
+    ids=["attention-null", "embedding-null", "layers-shrunk"],
+)
+def test_a_checkpoint_whose_config_leaves_a_factored_map_out_fails_naming_it(tmp_path, edit, named):
+    KroneckerBertForMaskedLM(tiny_kronecker_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(edit)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"(?s)does not match the maps its config factors.*{named}: Kronecker "
+                                         r"factors in the checkpoint, dense in the model"):
+        AutoModelForMaskedLM.from_pretrained(tmp_path)

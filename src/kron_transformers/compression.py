@@ -169,8 +169,7 @@ def resolve_targets(
             if not wanted:
                 continue
         if module is output and tied:
-            skipped.append(f"{name}: tied to the word embedding (factor the embedding instead)")
-            continue
+            continue  # shares the word embedding's weight: factored with it (logits from its factors) or not at all
         path = name[len(prefix):] if prefix and name.startswith(prefix) else name
         map_rank = spec.get("rank", rank)
         ratio = spec.get("compression", compression)
@@ -440,8 +439,13 @@ def compress(
         kronecker_model_parameters=kronecker_model.num_parameters(),
     )
     kronecker_model.compression_report = report
-    # A ratio whose shapes were all overridden (attention_a_shape=..., ...) asked for nothing to warn about.
-    if not any(key.endswith("a_shape") for key in config_kwargs):
+    # Shapes given explicitly (attention_a_shape=..., target_modules={"q_proj": (m1, n1)}) override the ratio.
+    explicit = any(key.endswith("a_shape") for key in config_kwargs) or (
+        isinstance(target_modules, dict)
+        and any(isinstance(spec, (list, tuple)) or isinstance(spec, dict) and {"a_shape", "factor"} & set(spec)
+                for spec in target_modules.values())
+    )
+    if not explicit:
         _warn_about_the_ratio(compression, report, skipped)
     return kronecker_model
 

@@ -132,7 +132,8 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
 
     def kronecker_embedding_factors(self) -> dict[str, int]:
         """``{submodule path inside GPT2Model: factor}`` for the factored word embedding, if any."""
-        return {"wte": self.embedding_factor} if self.embedding_factor is not None else {}
+        # A factor of 1 (b is 1x1) would cost one extra parameter and slower logits: kept dense, as in BERT.
+        return {"wte": self.embedding_factor} if self.embedding_factor not in (None, 1) else {}
 
     def kronecker_targets(self) -> dict[str, dict]:
         """The generic target table (``{path inside GPT2Model: spec}``) these fields describe."""

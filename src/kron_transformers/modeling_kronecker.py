@@ -108,6 +108,8 @@ class KroneckerModelMixin:
             if owner is None:
                 continue  # a head module of another head class (e.g. `lm_head` when loading the base model)
             dense = owner.get_submodule(path)
+            if isinstance(dense, (KroneckerLinear, KroneckerEmbedding)):
+                continue  # built by the Kronecker base class (heads that build theirs through AutoModel.from_config)
             try:
                 if "factor" in spec:
                     if not isinstance(dense, nn.Embedding):
@@ -161,14 +163,21 @@ def _check_factored_maps_match(model, load_config, loading_info) -> None:
     """A checkpoint holding a map dense where the config factors it, or factored where the config keeps it dense (an
     edited ``kronecker_modules``, ``attention_a_shape: null``, a shrunk ``kronecker_layers``), would load with those
     maps randomly initialised: fail naming them."""
-    unexpected, missing = set(loading_info.unexpected_keys), set(loading_info.missing_keys)
+    # Checkpoint keys of a head loaded into its base model (or the reverse) differ by the base-model prefix.
+    prefix = f"{model.base_model_prefix}."
+
+    def strip(key: str) -> str:
+        return key[len(prefix):] if key.startswith(prefix) else key
+
+    unexpected, missing = set(map(strip, loading_info.unexpected_keys)), set(map(strip, loading_info.missing_keys))
     factored_in_checkpoint_only, dense_in_checkpoint_only = [], []
     for name, module in model.named_modules():
+        key = strip(name)
         if isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
-            if f"{name}.a" in missing and f"{name}.weight" in unexpected:
+            if f"{key}.a" in missing and f"{key}.weight" in unexpected:
                 dense_in_checkpoint_only.append(name)
         elif isinstance(module, (nn.Linear, nn.Embedding)) or type(module).__name__ == "Conv1D":
-            if f"{name}.a" in unexpected and f"{name}.weight" in missing:
+            if f"{key}.a" in unexpected and f"{key}.weight" in missing:
                 factored_in_checkpoint_only.append(name)
     if not (factored_in_checkpoint_only or dense_in_checkpoint_only):
         return
