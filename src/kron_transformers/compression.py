@@ -222,6 +222,8 @@ def kronecker_config_for(model: PreTrainedModel, compression, target_modules=Non
     Returns ``(config, skipped)``: ``skipped`` lists the matched maps that could not be factored.
     """
     config_class = kronecker_class_for(model, target_modules).config_class
+    if isinstance(compression, (int, float)):
+        _check_ratio(compression)
     if not issubclass(config_class, KroneckerGenericConfigMixin):
         if target_modules is not None:
             raise ValueError(
@@ -344,8 +346,6 @@ def compress(
         ``CompressionReport``. A warning names the maps that could not be factored and says when the whole-model
         ratio is far from a requested one.
     """
-    if not isinstance(compression, str) and not hasattr(compression, "to_dict"):
-        _check_ratio(compression)
     config, skipped = kronecker_config_for(model, compression, target_modules, **config_kwargs)
     kronecker_class = kronecker_class_for(model, target_modules)
     _check_finite(model)
