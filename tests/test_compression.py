@@ -5,7 +5,16 @@ import warnings
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, ElectraConfig, ElectraModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    ElectraConfig,
+    ElectraModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 from transformers.modeling_utils import PreTrainedModel
 
 from kron_transformers import compress
@@ -73,8 +82,8 @@ def test_ratios_at_or_below_one_and_non_finite_ones_are_refused_naming_the_value
 
 
 def test_an_unreachable_ratio_warns_with_the_achieved_one():
-    with pytest.warns(UserWarning, match=r"compression=1e\+09 was requested for each factored map, but the whole model "
-                                         r"is \d+\.\d\dx smaller"):
+    with pytest.warns(UserWarning, match=r"compression=1e\+09 was requested for each factored map, but the whole "
+                                         r"model is \d+\.\d\dx smaller"):
         model = compress(tiny_llama(), 1e9, show_progress=False)
     assert model.compression_report.compression < 1e3
 

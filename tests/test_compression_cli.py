@@ -1,4 +1,5 @@
-"""``kron-compress`` on the generic families: a built-in one (Llama) and any other architecture (``--target_modules``)."""
+"""``kron-compress`` on the generic families: a built-in one (Llama) and any other architecture
+(``--target_modules``)."""
 
 import json
 
@@ -40,7 +41,8 @@ def test_target_modules_compress_an_architecture_without_a_table(tmp_path, capsy
     assert main([str(tmp_path / "dense"), str(tmp_path / "none"), "--compression", "2"]) == 1
     assert "pass target_modules" in capsys.readouterr().err and not (tmp_path / "none").exists()
     # A pattern that matches nothing: one line, before any weight is read.
-    assert main([str(tmp_path / "dense"), str(tmp_path / "bad"), "--compression", "2", "--target_modules", "nope"]) == 1
+    bad = [str(tmp_path / "dense"), str(tmp_path / "bad"), "--compression", "2", "--target_modules", "nope"]
+    assert main(bad) == 1
     assert "target_modules ['nope'] factor no nn.Linear" in capsys.readouterr().err
 
     code = main([str(tmp_path / "dense"), str(tmp_path / "out"), "--compression", "2",

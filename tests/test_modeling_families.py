@@ -128,7 +128,8 @@ def test_every_family_is_registered_with_every_head_transformers_has():
             assert kronecker_class.__name__ == f"Kronecker{dense_class.__name__}"
             assert getattr(kron_transformers.modeling_kronecker, kronecker_class.__name__) is kronecker_class
     for model_type in ("mistral", "qwen2", "qwen3"):
-        heads = {re.search(r"(For\w+|Model)$", cls.__name__).group(1) for cls in KRONECKER_FAMILIES[model_type].classes}
+        classes = KRONECKER_FAMILIES[model_type].classes
+        heads = {re.search(r"(For\w+|Model)$", cls.__name__).group(1) for cls in classes}
         assert heads == {"Model", "ForCausalLM", "ForSequenceClassification", "ForTokenClassification",
                          "ForQuestionAnswering"}
 
@@ -157,7 +158,7 @@ def test_bad_targets_fail_before_any_work_naming_the_value():
     dense = dense_model("llama", LlamaForCausalLM)
     with pytest.raises(ValueError, match=r"target_modules \['nope'\] factor no nn.Linear.*named like"):
         compress(dense, 2.0, target_modules=["nope"])
-    with pytest.raises(ValueError, match=r"target_modules\['k_proj'\]: .*a_shape of `model.layers.0.self_attn.k_proj`"):
+    with pytest.raises(ValueError, match=r"target_modules\['k_proj'\]: .*a_shape of `model.layers.0.self_attn.k_pr"):
         compress(dense, 2.0, target_modules={"k_proj": (3, 4)})
     with pytest.raises(ValueError, match=r"target_modules\['q_proj'\] = 'x': expected a ratio"):
         compress(dense, 2.0, target_modules={"q_proj": "x"})
@@ -218,6 +219,22 @@ def test_generate_with_cache_equals_generate_without(model_type):
     without = kronecker.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=False)
     assert with_cache.shape == (1, SEQ + 10)
     assert torch.equal(with_cache, without)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "roberta"])
+def test_the_heads_base_model_captures_hidden_states_and_attentions(model_type):
+    # Output capture is registered per class: a head whose dense base model became the Kronecker base class must
+    # capture too, even in a process where no Kronecker base model was ever constructed on its own.
+    from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+
+    family = KRONECKER_FAMILIES[model_type]
+    head = next(dense for dense in family.classes if "ForCausalLM" in dense.__name__ or "MaskedLM" in dense.__name__)
+    for kronecker_class in family.classes.values():
+        _CAN_RECORD_REGISTRY.pop(str(kronecker_class), None)
+    kronecker = compress(dense_model(model_type, head, dtype=torch.float32), 2.0, show_progress=False)
+    output = kronecker(**model_inputs(head), output_hidden_states=True, output_attentions=True)
+    assert output.hidden_states is not None and len(output.hidden_states) == 3
+    assert output.attentions is not None and len(output.attentions) == 2
 
 
 def test_compress_keeps_the_generation_config():

@@ -30,7 +30,9 @@ from .modeling_kronecker_gpt2 import KRONECKER_GPT2_CLASSES
 # (KroneckerBertConfig, KroneckerGPT2Config). A new built-in family is an entry here plus a `register_kronecker_family`
 # call in modeling_kronecker.py.
 _LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens", "lm_head")
-_BERT_LIKE = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense", "word_embeddings")
+_BERT_LIKE = (
+    "query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense", "word_embeddings"
+)
 KRONECKER_TARGET_MODULES = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
@@ -47,7 +49,10 @@ KRONECKER_PRESETS = {"kngpt2": {"compression": 2.0, "layers": "odd"}}
 # Every Kronecker class of the families registered at import (BERT, GPT-2 and the generic ones).
 KRONECKER_MODEL_CLASSES: list[type[PreTrainedModel]] = [*KRONECKER_BERT_CLASSES, *KRONECKER_GPT2_CLASSES]
 KRONECKER_MODEL_CLASSES.extend(
-    cls for family in KRONECKER_FAMILIES.values() for cls in family.classes.values() if cls not in KRONECKER_MODEL_CLASSES
+    cls
+    for family in KRONECKER_FAMILIES.values()
+    for cls in family.classes.values()
+    if cls not in KRONECKER_MODEL_CLASSES
 )
 
 
@@ -237,7 +242,9 @@ def kronecker_config_for(model: PreTrainedModel, compression, target_modules=Non
     rank = options.pop("kronecker_rank", options.pop("rank", 1))
     layers = options.pop("kronecker_layers", None)
     if options:
-        raise ValueError(f"Unknown option(s) {sorted(options)}; the options are rank, kronecker_layers, target_modules.")
+        raise ValueError(
+            f"Unknown option(s) {sorted(options)}; the options are rank, kronecker_layers and target_modules."
+        )
     if isinstance(compression, config_class):
         resolved, skipped = dict(compression.kronecker_modules or {}), []
     else:

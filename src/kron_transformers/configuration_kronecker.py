@@ -126,8 +126,8 @@ class KroneckerGenericConfigMixin(KroneckerConfigMixin):
                 ok = _positive_int(spec["factor"])
             if not ok:
                 raise ValueError(
-                    f"kronecker_modules[{path!r}] = {spec!r}: expected {{'a_shape': [m1, n1], 'rank': r}} for a linear "
-                    "map or {'factor': f, 'rank': r} for a word embedding, with positive integers."
+                    f"kronecker_modules[{path!r}] = {spec!r}: expected {{'a_shape': [m1, n1], 'rank': r}} for a "
+                    "linear map or {'factor': f, 'rank': r} for a word embedding, with positive integers."
                 )
 
     def kronecker_field_of(self, factor_key: str) -> str:

@@ -138,7 +138,7 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
     def kronecker_targets(self) -> dict[str, dict]:
         """The generic target table (``{path inside GPT2Model: spec}``) these fields describe."""
         rank = self.kronecker_rank
-        targets = {path: {"a_shape": a_shape, "rank": rank} for path, a_shape in self.kronecker_linear_shapes().items()}
+        targets = {path: {"a_shape": shape, "rank": rank} for path, shape in self.kronecker_linear_shapes().items()}
         targets.update({path: {"factor": f, "rank": rank} for path, f in self.kronecker_embedding_factors().items()})
         return targets
 

@@ -18,14 +18,17 @@ This file travels with every checkpoint saved with ``save_pretrained`` (``trust_
 transformers and its siblings.
 """
 
-import re
-
 import torch
 import transformers
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.models.auto import modeling_auto
+
+try:
+    from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+except ImportError:  # transformers without the output-capture registry
+    _CAN_RECORD_REGISTRY = None
 
 from .configuration_kronecker import KRONECKER_AUTO_CLASSES, dense_head_names, kronecker_config_class
 from .kronecker_utils import finalize_kronecker_loading, register_kronecker_family as _register_auto_classes
@@ -103,6 +106,10 @@ class KroneckerModelMixin:
         if base is not self and family is not None and type(base) in family.classes:
             # The head's dense base model becomes the Kronecker base class (same modules, the Kronecker methods).
             base.__class__ = family.classes[type(base)]
+            if _CAN_RECORD_REGISTRY is not None:
+                # Transformers keys a model's output capture (hidden states, attentions) by its class, registered in
+                # `PreTrainedModel.__init__`: register the new class too, or `output_hidden_states` returns None.
+                _CAN_RECORD_REGISTRY[base] = base._can_record_outputs
         for path, spec in config.kronecker_targets().items():
             owner = base if _has_submodule(base, path) else self if _has_submodule(self, path) else None
             if owner is None:
@@ -181,7 +188,8 @@ def _check_factored_maps_match(model, load_config, loading_info) -> None:
                 factored_in_checkpoint_only.append(name)
     if not (factored_in_checkpoint_only or dense_in_checkpoint_only):
         return
-    lines = [f"{name}: Kronecker factors in the checkpoint, dense in the model" for name in factored_in_checkpoint_only]
+    lines = [f"{name}: Kronecker factors in the checkpoint, dense in the model"
+             for name in factored_in_checkpoint_only]
     lines += [f"{name}: dense in the checkpoint, factored by the config" for name in dense_in_checkpoint_only]
     raise ValueError(
         f"The checkpoint {load_config.pretrained_model_name_or_path} does not match the maps its config factors "
