@@ -236,6 +236,7 @@ def build_student(name: str, teacher, args):
         keep = max(1, min(layers, round((target - (teacher.num_parameters() - layers * per_layer)) / per_layer)))
         kept = default_layer_map(keep, layers)
         student = copy.deepcopy(teacher)
+        student.requires_grad_(True)  # the teacher is frozen for distillation; its copy is trained
         student.model.layers = nn.ModuleList(student.model.layers[i] for i in kept)
         for index, layer in enumerate(student.model.layers):
             layer.self_attn.layer_idx = index  # the KV cache is indexed by position in the stack
