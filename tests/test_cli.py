@@ -19,8 +19,8 @@ from transformers import (
     BertConfig,
     BertForMaskedLM,
     BertTokenizer,
-    DistilBertConfig,
-    DistilBertModel,
+    ElectraConfig,
+    ElectraModel,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedTokenizerFast,
@@ -68,9 +68,11 @@ def gpt2_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def distil_dir(tmp_path_factory):
-    """A dense architecture the package does not compress."""
-    folder = tmp_path_factory.mktemp("dense") / "tiny-distilbert"
-    DistilBertModel(DistilBertConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=32, vocab_size=32)).save_pretrained(folder)
+    """A dense architecture without a built-in target table (compressed only with --target_modules)."""
+    folder = tmp_path_factory.mktemp("dense") / "tiny-electra"
+    config = ElectraConfig(embedding_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, vocab_size=32)
+    ElectraModel(config).save_pretrained(folder)
     return folder
 
 
@@ -206,7 +208,7 @@ def test_overwrite_replaces_a_non_empty_output_dir(capsys, tmp_path, bert_dir):
             lambda d: ["someone/not-cached", "--compression", "4"],
             r"Cannot read the config of MODEL 'someone/not-cached' \(not a local folder; fetching it from the Hub",
         ),
-        (lambda d: [d["distil"], "--compression", "4"], r"Cannot compress a DistilBertModel: supported .* BertModel"),
+        (lambda d: [d["distil"], "--compression", "4"], r"Cannot compress a ElectraModel: supported .* BertModel"),
         (lambda d: [d["bert"], "--preset", "nonsense"], r"Unknown preset 'nonsense'; the BERT presets are"),
         (
             lambda d: [d["bert"], "--preset", "kronecker-bert-8"],

@@ -536,3 +536,30 @@ def test_mismatched_checkpoints_fail_clearly(saved_kngpt2, tmp_path):
     dense_model(n_layer=2).save_pretrained(dense_folder)
     with pytest.raises(ValueError, match=r"This is a `gpt2` config.*kron_transformers.compress"):
         KroneckerGPT2LMHeadModel.from_pretrained(dense_folder)
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        ({"c_fc_a_shape": None}, "transformer.h.0.mlp.c_fc"),
+        ({"embedding_factor": None}, "transformer.wte"),
+        ({"kronecker_layers": [1]}, "transformer.h.0.attn.c_attn"),
+    ],
+    ids=["map-null", "embedding-null", "layers-shrunk"],
+)
+def test_a_checkpoint_whose_config_leaves_a_factored_map_out_fails_naming_it(tmp_path, edit, named):
+    compress(dense_model().float(), 2.0, show_progress=False).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["embedding_factor"] not in (None, 1) and config["c_fc_a_shape"] is not None
+    config.update(edit)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"(?s)does not match the maps its config factors.*{named}: Kronecker "
+                                         r"factors in the checkpoint, dense in the model"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_an_embedding_factor_of_one_keeps_the_embedding_dense():
+    config = kronecker_config(tiny_config(), c_fc_a_shape=(2, 2), embedding_factor=1)
+    model = KroneckerGPT2LMHeadModel(config)
+    assert type(model.transformer.wte) is torch.nn.Embedding and model.lm_head.weight is model.transformer.wte.weight
+    assert isinstance(model.transformer.h[0].mlp.c_fc, KroneckerLinear)

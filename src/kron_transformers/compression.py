@@ -3,36 +3,274 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import re
+import warnings
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
+from transformers import initialization as init
 
 from .calibration import collect_input_moments
-from .kronecker import output_error
+from .configuration_kronecker import KroneckerGenericConfigMixin
+from .kronecker import check_kronecker_shape, kronecker_embedding_factor, kronecker_shapes, output_error
 from .layers import KroneckerEmbedding, KroneckerLinear, _dense_weight
+from .modeling_kronecker import KRONECKER_FAMILIES, KroneckerModelMixin, register_kronecker_family
 from .modeling_kronecker_bert import KRONECKER_BERT_CLASSES
 from .modeling_kronecker_gpt2 import KRONECKER_GPT2_CLASSES
 
 
-# The one table of supported architectures: each Kronecker class subclasses the dense class it replaces.
-# Model families append their classes here (see modeling_kronecker_*.py).
-KRONECKER_MODEL_CLASSES: list[type[PreTrainedModel]] = []
-KRONECKER_MODEL_CLASSES.extend(KRONECKER_BERT_CLASSES)
-KRONECKER_MODEL_CLASSES.extend(KRONECKER_GPT2_CLASSES)
+# Which modules each built-in family factors, by module-name pattern (PEFT's `target_modules` convention: a module is
+# targeted when its name equals a pattern, ends with "." + the pattern, or fully matches it as a regular expression).
+# An `nn.Embedding` target is the word embedding (`A ⊗ b` rows); a tied output head is never factored on its own (it
+# computes its logits from the embedding's factors). BERT and GPT-2 keep their field-based configs
+# (KroneckerBertConfig, KroneckerGPT2Config). A new built-in family is an entry here plus a `register_kronecker_family`
+# call in modeling_kronecker.py.
+_LLAMA_LIKE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens", "lm_head")
+_BERT_LIKE = (
+    "query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense", "word_embeddings"
+)
+KRONECKER_TARGET_MODULES = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "roberta": _BERT_LIKE,
+    "distilbert": ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "word_embeddings"),
+}
+
+# Presets of the generic families, resolved against each model's sizes. "kngpt2": Edalati et al. (ACL 2022), the word
+# embedding and every odd-numbered layer compressed 2x, for any decoder.
+KRONECKER_PRESETS = {"kngpt2": {"compression": 2.0, "layers": "odd"}}
+
+# Every Kronecker class of the families registered at import (BERT, GPT-2 and the generic ones).
+KRONECKER_MODEL_CLASSES: list[type[PreTrainedModel]] = [*KRONECKER_BERT_CLASSES, *KRONECKER_GPT2_CLASSES]
+KRONECKER_MODEL_CLASSES.extend(
+    cls
+    for family in KRONECKER_FAMILIES.values()
+    for cls in family.classes.values()
+    if cls not in KRONECKER_MODEL_CLASSES
+)
 
 
-def kronecker_class_for(dense_model: nn.Module) -> type[PreTrainedModel]:
-    """The Kronecker class that replaces ``type(dense_model)``, or a ``ValueError`` listing the supported ones."""
-    table = {cls.__mro__[1]: cls for cls in KRONECKER_MODEL_CLASSES}
-    if type(dense_model) in table:
-        return table[type(dense_model)]
-    if type(dense_model) in table.values():
+def kronecker_class_for(dense_model: nn.Module, target_modules=None) -> type[PreTrainedModel]:
+    """The Kronecker class that replaces ``type(dense_model)``, looked up by the dense ``model_type``; a family is
+    built on the fly for another architecture when ``target_modules`` says what to factor."""
+    if isinstance(dense_model, KroneckerModelMixin):
         raise ValueError(f"The model is already a {type(dense_model).__name__}; compress the dense model instead.")
-    supported = ", ".join(sorted(dense.__name__ for dense in table))
-    raise ValueError(f"Cannot compress a {type(dense_model).__name__}: supported architectures are {supported}.")
+    model_type = getattr(getattr(dense_model, "config", None), "model_type", None)
+    family = KRONECKER_FAMILIES.get(model_type)
+    if family is None and target_modules is not None and isinstance(dense_model, PreTrainedModel):
+        try:
+            family = register_kronecker_family(model_type)
+        except (ValueError, KeyError, AttributeError) as error:
+            raise ValueError(f"Cannot build Kronecker classes for model_type {model_type!r}: {error}") from None
+    if family is not None and type(dense_model) in family.classes:
+        return family.classes[type(dense_model)]
+    supported = ", ".join(sorted(dense.__name__ for f in KRONECKER_FAMILIES.values() for dense in f.classes))
+    raise ValueError(
+        f"Cannot compress a {type(dense_model).__name__}: supported architectures are {supported}. For another "
+        "Transformers architecture with nn.Linear/Conv1D maps, pass target_modules=[...] (module-name patterns)."
+    )
+
+
+def _check_ratio(value, name: str = "compression") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 1:
+        raise ValueError(
+            f"{name} must be a finite parameter compression ratio above 1 (e.g. 2.0 for a model about half the size); "
+            f"got {value!r}."
+        )
+    return float(value)
+
+
+def _normalise_targets(target_modules) -> list[tuple[str, dict]]:
+    """``[(pattern, spec)]`` from a list of patterns or a ``{pattern: ratio | a_shape | spec dict}`` mapping."""
+    if isinstance(target_modules, str):
+        target_modules = [target_modules]
+    if isinstance(target_modules, dict):
+        items = list(target_modules.items())
+    elif isinstance(target_modules, (list, tuple)) and target_modules:
+        items = [(pattern, {}) for pattern in target_modules]
+    else:
+        raise ValueError(f"target_modules must be a non-empty list of module-name patterns or a dict; got "
+                         f"{target_modules!r}.")
+    normalised = []
+    for pattern, spec in items:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"target_modules: a pattern must be a non-empty string; got {pattern!r}.")
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            spec = {"compression": spec}
+        elif isinstance(spec, (list, tuple)):
+            spec = {"a_shape": tuple(spec)}
+        elif spec is None:
+            spec = {}
+        if not isinstance(spec, dict) or set(spec) - {"compression", "a_shape", "factor", "rank"}:
+            raise ValueError(
+                f"target_modules[{pattern!r}] = {spec!r}: expected a ratio, an a_shape (m1, n1) or a dict with keys "
+                "among compression, a_shape, factor, rank."
+            )
+        if "compression" in spec:
+            _check_ratio(spec["compression"], f"target_modules[{pattern!r}]['compression']")
+        normalised.append((pattern, spec))
+    return normalised
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if name == pattern or name.endswith("." + pattern):
+        return True
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def _layer_index(name: str) -> int | None:
+    """The first numeric component of a module path (``model.layers.3.mlp.up_proj`` -> 3), if any."""
+    match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
+    return int(match.group(1)) if match else None
+
+
+def resolve_targets(
+    model: PreTrainedModel, target_modules, compression: float | None, rank: int = 1, layers=None
+) -> tuple[dict[str, dict], list[str]]:
+    """Resolve module-name patterns against the real module tree (sizes read from the modules).
+
+    Args:
+        model: the dense model (real or on the meta device).
+        target_modules: patterns (see ``KRONECKER_TARGET_MODULES``) or ``{pattern: ratio | a_shape | spec}``.
+        compression: the default parameter compression of each factored map (shapes from ``kronecker_shapes``).
+        rank: the default number of summed Kronecker products.
+        layers: ``None`` (all), ``"odd"``, ``"even"`` or a list of layer indices (the first number in a path); modules
+            outside numbered layers (embeddings, heads) are not filtered.
+
+    Returns:
+        ``kronecker_modules`` (``{path: spec}``, paths relative to the base model for its modules) and one line per
+        matched map that could not be factored (and why).
+    """
+    if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
+        raise ValueError(f"rank must be a positive integer; got {rank!r}.")
+    if not (layers is None or layers in ("odd", "even") or isinstance(layers, (list, tuple))):
+        raise ValueError(f"kronecker_layers must be None, 'odd', 'even' or a list of layer indices; got {layers!r}.")
+    patterns = _normalise_targets(target_modules)
+    base = model.base_model
+    prefix = f"{model.base_model_prefix}." if base is not model else ""
+    output = model.get_output_embeddings()
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    resolved, skipped, matched = {}, [], set()
+    for name, module in model.named_modules():
+        if not (isinstance(module, (nn.Linear, nn.Embedding)) or type(module).__name__ == "Conv1D"):
+            continue
+        found = next(((pattern, spec) for pattern, spec in patterns if _matches(name, pattern)), None)
+        if found is None:
+            continue
+        pattern, spec = found
+        matched.add(pattern)
+        index = _layer_index(name)
+        if index is not None and layers is not None:
+            wanted = index % 2 == 1 if layers == "odd" else index % 2 == 0 if layers == "even" else index in layers
+            if not wanted:
+                continue
+        if module is output and tied:
+            continue  # shares the word embedding's weight: factored with it (logits from its factors) or not at all
+        path = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        map_rank = spec.get("rank", rank)
+        ratio = spec.get("compression", compression)
+        if isinstance(module, nn.Embedding):
+            factor = spec.get("factor")
+            if factor is None:
+                if ratio is None:
+                    raise ValueError(f"target_modules[{pattern!r}]: give a factor or a compression for `{name}`.")
+                factor = kronecker_embedding_factor(module.num_embeddings, module.embedding_dim, ratio, map_rank)
+            if factor == 1:  # 1 x 1 b: no compression, one extra parameter and slower logits
+                skipped.append(f"{name}: no embedding factor reaches {ratio}x for width {module.embedding_dim}")
+                continue
+            resolved[path] = {"factor": factor, "rank": map_rank}
+            continue
+        out_features, in_features = _dense_weight(module).shape
+        a_shape = spec.get("a_shape")
+        if a_shape is None:
+            if ratio is None:
+                raise ValueError(f"target_modules[{pattern!r}]: give an a_shape or a compression for `{name}`.")
+            shapes = kronecker_shapes(out_features, in_features, ratio, map_rank, max_results=1)
+            a_shape = shapes[0] if shapes else None
+            if a_shape is None or a_shape in ((1, 1), (out_features, in_features)):
+                skipped.append(f"{name} ({out_features}x{in_features}): no Kronecker shape of rank {map_rank} "
+                               "compresses it")
+                continue
+        else:
+            try:
+                check_kronecker_shape(out_features, in_features, tuple(a_shape), name=f"a_shape of `{name}`")
+            except ValueError as error:
+                raise ValueError(f"target_modules[{pattern!r}]: {error}") from None
+        resolved[path] = {"a_shape": [int(a_shape[0]), int(a_shape[1])], "rank": map_rank}
+    unmatched = [pattern for pattern, _ in patterns if pattern not in matched]
+    if not resolved:
+        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+        raise ValueError(
+            f"target_modules {[p for p, _ in patterns]} factor no nn.Linear/Conv1D/nn.Embedding module of "
+            f"{type(model).__name__}" + (f" ({'; '.join(skipped)})" if skipped else "")
+            + f"; its linear maps are named like {linear[:4]}."
+        )
+    if unmatched:
+        warnings.warn(f"target_modules patterns {unmatched} match no module of {type(model).__name__}.", stacklevel=3)
+    return resolved, skipped
+
+
+def kronecker_config_for(model: PreTrainedModel, compression, target_modules=None, **options):
+    """The Kronecker config for a dense model, validated against its module tree before any weight is read.
+
+    BERT and GPT-2 use their field-based configs (``from_dense_config``); every other family a generic config whose
+    ``kronecker_modules`` comes from ``resolve_targets`` (``target_modules`` or the family's default table).
+    Returns ``(config, skipped)``: ``skipped`` lists the matched maps that could not be factored.
+    """
+    config_class = kronecker_class_for(model, target_modules).config_class
+    if isinstance(compression, (int, float)):
+        _check_ratio(compression)
+    if not issubclass(config_class, KroneckerGenericConfigMixin):
+        if target_modules is not None:
+            raise ValueError(
+                f"{config_class.__name__} picks its maps with its own fields (attention_a_shape, ..., "
+                "kronecker_layers); target_modules applies to the other architectures."
+            )
+        return config_class.from_dense_config(model.config, compression, **options), []
+    options = dict(options)
+    if "rank" in options and "kronecker_rank" in options:
+        raise ValueError("Pass either rank or kronecker_rank, not both.")
+    rank = options.pop("kronecker_rank", options.pop("rank", 1))
+    layers = options.pop("kronecker_layers", None)
+    if options:
+        raise ValueError(
+            f"Unknown option(s) {sorted(options)}; the options are rank, kronecker_layers and target_modules."
+        )
+    if isinstance(compression, config_class):
+        resolved, skipped = dict(compression.kronecker_modules or {}), []
+    else:
+        if isinstance(compression, str):
+            if compression not in KRONECKER_PRESETS:
+                raise ValueError(f"Unknown preset {compression!r}; the presets for {type(model).__name__} are "
+                                 f"{sorted(KRONECKER_PRESETS)}. Pass a compression ratio (e.g. 2.0) instead.")
+            preset = KRONECKER_PRESETS[compression]
+            compression, layers = preset["compression"], layers if layers is not None else preset["layers"]
+        elif not isinstance(compression, (int, float)) or isinstance(compression, bool):
+            raise ValueError(f"compression must be a preset name {sorted(KRONECKER_PRESETS)}, a ratio or a "
+                             f"{config_class.__name__}; got {compression!r}.")
+        compression = _check_ratio(compression)
+        targets = target_modules if target_modules is not None else KRONECKER_TARGET_MODULES.get(
+            model.config.model_type
+        )
+        if targets is None:
+            raise ValueError(f"No built-in targets for model_type {model.config.model_type!r}: pass target_modules.")
+        resolved, skipped = resolve_targets(model, targets, compression, rank, layers)
+    config_dict = model.config.to_dict()
+    for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
+        config_dict.pop(key, None)
+    # Keep the dense model's attention backend (eager, sdpa, ...), as the model outputs are compared against it.
+    config_dict["attn_implementation"] = model.config._attn_implementation
+    return config_class(**{**config_dict, "kronecker_modules": resolved}), skipped
 
 
 @dataclasses.dataclass
@@ -101,15 +339,25 @@ class CompressionReport:
 
 
 def compress(
-    model: PreTrainedModel, compression, *, calibration_data=None, show_progress: bool = True, **config_kwargs
+    model: PreTrainedModel,
+    compression,
+    *,
+    target_modules=None,
+    calibration_data=None,
+    show_progress: bool = True,
+    **config_kwargs,
 ) -> PreTrainedModel:
     """Compress a dense Transformers model into its Kronecker counterpart.
 
     Args:
-        model: a dense model of a supported class (``BertModel``, ``BertForSequenceClassification``,
-            ``GPT2LMHeadModel``, ...); it is not modified.
-        compression: a preset name (``"kronecker-bert-8"``, ``"kngpt2"``, ...), a parameter compression ratio for the
-            factored matrices (``8.0``), or a Kronecker config instance.
+        model: a dense Transformers model (``BertForSequenceClassification``, ``GPT2LMHeadModel``,
+            ``LlamaForCausalLM``, ...); it is not modified. Built-in families: BERT, GPT-2, Llama (SmolLM2), Mistral,
+            Qwen2, Qwen3, RoBERTa, DistilBERT; any other architecture with ``target_modules``.
+        compression: a preset name (``"kronecker-bert-8"``, ``"kngpt2"``, ...), a parameter compression ratio above 1
+            for the factored matrices (``8.0``), or a Kronecker config instance.
+        target_modules: which maps to factor, as module-name patterns (``["q_proj", "v_proj"]``: a name equal to a
+            pattern, ending with "." + it, or fully matching it as a regex) or ``{pattern: ratio | (m1, n1) |
+            {"compression"|"a_shape"|"factor", "rank"}}``; default: the family's table (``KRONECKER_TARGET_MODULES``).
         calibration_data: optional inputs on which the factored linear maps should behave like the dense ones: an
             iterable of batches (dicts of model inputs) or a dataset/list of tokenised examples (``input_ids``).
             The dense model runs over them once; each linear map then starts at the factors minimising its output
@@ -119,14 +367,21 @@ def compress(
         **config_kwargs: overrides for the Kronecker config (``rank=2``, ``kronecker_layers=[1, 3]``, ...).
 
     Returns:
-        The Kronecker model, on the dense model's device and in its dtype, in the dense model's train/eval mode.
-        Every factored weight is the nearest Kronecker product of the dense one (Van Loan & Pitsianis 1993);
-        every other tensor is copied exactly. ``model.compression_report`` holds a ``CompressionReport``.
+        The Kronecker model, on the dense model's device and in its dtype, in the dense model's train/eval mode, with
+        its generation config. Every factored weight is the nearest Kronecker product of the dense one (Van Loan &
+        Pitsianis 1993); every other tensor is copied exactly. ``model.compression_report`` holds a
+        ``CompressionReport``. A warning names the maps that could not be factored and says when the whole-model
+        ratio is far from a requested one.
     """
-    kronecker_class = kronecker_class_for(model)
-    config = kronecker_class.config_class.from_dense_config(model.config, compression, **config_kwargs)
+    config, skipped = kronecker_config_for(model, compression, target_modules, **config_kwargs)
+    kronecker_class = kronecker_class_for(model, target_modules)
+    _check_finite(model)
     reference = next(model.parameters())
-    kronecker_model = kronecker_class(config).to(device=reference.device, dtype=reference.dtype)
+    # Every tensor is overwritten below: skip the random initialisation (and its peak memory on big models).
+    with init.no_init_weights():
+        kronecker_model = kronecker_class(config)
+    kronecker_model.to(device=reference.device, dtype=reference.dtype)
+    kronecker_model.tie_weights()
 
     dense_state = model.state_dict()
     kronecker_state = kronecker_model.state_dict()
@@ -154,8 +409,7 @@ def compress(
             for key, value in new.state_dict().items():
                 module.get_parameter(key).copy_(value)
                 filled.add(f"{name}.{key}")
-            error = torch.linalg.matrix_norm(weight.float() - module.dense_weight().float())
-            norm = torch.linalg.matrix_norm(weight.float())
+            relative_error = _relative_error(weight, module.dense_weight())
         consumed.update(f"{name}.{key}" for key in dense_module.state_dict())
         rows.append(
             ModuleReport(
@@ -167,7 +421,7 @@ def compress(
                 rank=module.rank,
                 dense_parameters=weight.numel(),
                 kronecker_parameters=module.a.numel() + module.b.numel(),
-                relative_error=(error / norm).item() if norm > 0 else 0.0,
+                relative_error=relative_error,
                 output_error=output_error(weight, module.dense_weight(), moments[name]).item()
                 if name in moments else None,
             )
@@ -191,6 +445,11 @@ def compress(
                 )
             value.copy_(dense_state[key])
             consumed.add(key)
+        # Non-persistent buffers (rotary frequencies, position ids) are not in the state dicts: copy them too.
+        dense_buffers = dict(model.named_buffers())
+        for key, buffer in kronecker_model.named_buffers():
+            if key not in kronecker_state and key in dense_buffers and buffer.shape == dense_buffers[key].shape:
+                buffer.copy_(dense_buffers[key])
     left_over = [
         key
         for key in dense_state
@@ -204,9 +463,66 @@ def compress(
         )
 
     kronecker_model.train(model.training)
-    kronecker_model.compression_report = CompressionReport(
+    if getattr(model, "generation_config", None) is not None and kronecker_model.can_generate():
+        # eos ids and sampling settings of the dense model (from_pretrained read them from generation_config.json).
+        kronecker_model.generation_config = copy.deepcopy(model.generation_config)
+    report = CompressionReport(
         modules=rows,
         dense_model_parameters=model.num_parameters(),
         kronecker_model_parameters=kronecker_model.num_parameters(),
     )
+    kronecker_model.compression_report = report
+    # Shapes given explicitly (attention_a_shape=..., target_modules={"q_proj": (m1, n1)}) override the ratio.
+    explicit = any(key.endswith("a_shape") for key in config_kwargs) or (
+        isinstance(target_modules, dict)
+        and any(isinstance(spec, (list, tuple)) or isinstance(spec, dict) and {"a_shape", "factor"} & set(spec)
+                for spec in target_modules.values())
+    )
+    if not explicit:
+        _warn_about_the_ratio(compression, report, skipped)
     return kronecker_model
+
+
+def _check_finite(model: nn.Module) -> None:
+    """NaN/inf in any dense tensor would be copied into the checkpoint or break the SVD: name the module first."""
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+            bad = (~torch.isfinite(tensor)).sum().item()
+            module, _, name = key.rpartition(".")
+            raise ValueError(
+                f"The dense model's tensor `{name}` of module `{module or type(model).__name__}` ({key}) holds {bad} "
+                "NaN/inf value(s); fix or retrain the checkpoint before compressing it."
+            )
+
+
+def _relative_error(weight: torch.Tensor, approximation: torch.Tensor) -> float:
+    """``||W - W_k||_F / ||W||_F`` without overflow: float64, scaled by the largest entry (a 1e30 weight squared
+    overflows float32's norm to inf and the ratio to nan)."""
+    weight, approximation = weight.detach().double(), approximation.detach().double()
+    scale = weight.abs().max()
+    if scale == 0:
+        return 0.0 if approximation.abs().max() == 0 else float("inf")
+    error = torch.linalg.matrix_norm((weight - approximation) / scale)
+    return (error / torch.linalg.matrix_norm(weight / scale)).item()
+
+
+def _warn_about_the_ratio(compression, report: CompressionReport, skipped: list[str]) -> None:
+    lines = []
+    if isinstance(compression, (int, float)) and not isinstance(compression, bool):
+        achieved = report.compression
+        # Maps kept dense (embeddings, norms, heads, unfactorable sizes) pull the whole-model ratio below the
+        # per-map one; a factor of 2 either way means the request cannot be met with these sizes.
+        if not compression / 2 <= achieved <= compression * 2:
+            lines.append(
+                f"compression={compression:g} was requested for each factored map, but the whole model is "
+                f"{achieved:.2f}x smaller ({report.dense_model_parameters:,} -> {report.kronecker_model_parameters:,} "
+                "parameters): the available factor shapes or the maps left dense limit it."
+            )
+    if skipped:
+        lines.append("Maps kept dense: " + "; ".join(skipped) + ".")
+    trivial = [m.name for m in report.modules if m.kind == "linear" and 1 in (m.a_shape[0] * m.a_shape[1],
+                                                                             m.b_shape[0] * m.b_shape[1])]
+    if trivial and isinstance(compression, (int, float)):
+        lines.append(f"Maps whose sizes allow no compressing Kronecker shape (a 1x1 factor): {', '.join(trivial)}.")
+    if lines:
+        warnings.warn(" ".join(lines), stacklevel=3)

@@ -14,6 +14,7 @@ transformers and its siblings ``kronecker.py`` and ``kronecker_utils.py``.
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
+from .configuration_kronecker import KroneckerConfigMixin
 from .kronecker import kronecker_embedding_factor, kronecker_shapes
 from .kronecker_utils import (
     architecture_mismatches,
@@ -63,7 +64,7 @@ _ATTENTION_MAPS = ("attention.self.query", "attention.self.key", "attention.self
 
 
 @strict
-class KroneckerBertConfig(BertConfig):
+class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
     r"""
     BERT with Kronecker-factored linear maps and word embedding. All fields of ``BertConfig``, plus:
 
@@ -94,7 +95,9 @@ class KroneckerBertConfig(BertConfig):
     """
 
     model_type = "kronecker_bert"
+    dense_model_type = "bert"
     PRESETS = KRONECKER_BERT_PRESETS
+    KRONECKER_AUTO_MAP = KRONECKER_BERT_AUTO_MAP
 
     # Untyped containers: JSON gives lists, Python callers tuples; `_check_kronecker_fields` checks the entries.
     attention_a_shape: list | tuple | None = (384, 384)
@@ -150,16 +153,29 @@ class KroneckerBertConfig(BertConfig):
             return {}
         return {"embeddings.word_embeddings": self.embedding_factor}
 
+    def kronecker_targets(self) -> dict[str, dict]:
+        """The generic target table (``{path inside BertModel: spec}``) these fields describe."""
+        rank = self.kronecker_rank
+        targets = {path: {"a_shape": shape, "rank": rank} for path, shape in self.kronecker_linear_shapes().items()}
+        targets.update({path: {"factor": f, "rank": rank} for path, f in self.kronecker_embedding_factors().items()})
+        return targets
+
+    def kronecker_field_of(self, factor_key: str) -> str:
+        """The config fields that set the shape of a factor, e.g. ``bert.encoder.layer.0.output.dense.a``."""
+        if "word_embeddings" in factor_key:
+            return "embedding_factor, kronecker_rank"
+        if ".attention." in factor_key:
+            return "attention_a_shape, kronecker_rank"
+        return "ffn_a_shape, kronecker_rank"
+
+    def kronecker_settings(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)}" for name in KRONECKER_BERT_FIELDS)
+
     def _check_kronecker_fields(self) -> None:
         check_kronecker_fields(
             self, self.dense_shapes(), "hidden_size", "num_hidden_layers",
             {"attention_a_shape": "hidden_size x hidden_size", "ffn_a_shape": "intermediate_size x hidden_size"},
         )
-
-    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        # Name every head in auto_map (entries already there, e.g. from a Hub repository, win).
-        self.auto_map = {**KRONECKER_BERT_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     @classmethod
     def from_dense_config(cls, dense_config: BertConfig, compression, **kwargs) -> "KroneckerBertConfig":

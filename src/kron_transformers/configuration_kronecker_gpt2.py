@@ -14,6 +14,7 @@ transformers and its siblings ``kronecker.py`` and ``kronecker_utils.py``.
 from huggingface_hub.dataclasses import strict
 from transformers import GPT2Config
 
+from .configuration_kronecker import KroneckerConfigMixin
 from .kronecker import kronecker_embedding_factor, kronecker_shapes
 from .kronecker_utils import (
     architecture_mismatches,
@@ -57,7 +58,7 @@ KRONECKER_GPT2_AUTO_MAP = {
 
 
 @strict
-class KroneckerGPT2Config(GPT2Config):
+class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
     r"""
     GPT-2 with Kronecker-factored linear maps and word embedding. All fields of ``GPT2Config``, plus:
 
@@ -86,7 +87,9 @@ class KroneckerGPT2Config(GPT2Config):
     """
 
     model_type = "kronecker_gpt2"
+    dense_model_type = "gpt2"
     PRESETS = KRONECKER_GPT2_PRESETS
+    KRONECKER_AUTO_MAP = KRONECKER_GPT2_AUTO_MAP
 
     # Untyped containers: JSON gives lists, Python callers tuples; `_check_kronecker_fields` checks the entries.
     c_attn_a_shape: list | tuple | None = None
@@ -129,15 +132,28 @@ class KroneckerGPT2Config(GPT2Config):
 
     def kronecker_embedding_factors(self) -> dict[str, int]:
         """``{submodule path inside GPT2Model: factor}`` for the factored word embedding, if any."""
-        return {"wte": self.embedding_factor} if self.embedding_factor is not None else {}
+        # A factor of 1 (b is 1x1) would cost one extra parameter and slower logits: kept dense, as in BERT.
+        return {"wte": self.embedding_factor} if self.embedding_factor not in (None, 1) else {}
+
+    def kronecker_targets(self) -> dict[str, dict]:
+        """The generic target table (``{path inside GPT2Model: spec}``) these fields describe."""
+        rank = self.kronecker_rank
+        targets = {path: {"a_shape": shape, "rank": rank} for path, shape in self.kronecker_linear_shapes().items()}
+        targets.update({path: {"factor": f, "rank": rank} for path, f in self.kronecker_embedding_factors().items()})
+        return targets
+
+    def kronecker_field_of(self, factor_key: str) -> str:
+        """The config fields that set the shape of a factor, e.g. ``transformer.h.1.mlp.c_fc.a``."""
+        if factor_key.split(".")[-2] == "wte":
+            return "embedding_factor, kronecker_rank"
+        field = next(field for field, path in KRONECKER_GPT2_MAPS.items() if f".{path}." in f".{factor_key}")
+        return f"{field}, kronecker_rank"
+
+    def kronecker_settings(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)}" for name in KRONECKER_GPT2_FIELDS)
 
     def _check_kronecker_fields(self) -> None:
         check_kronecker_fields(self, self.dense_shapes(), "n_embd", "n_layer")
-
-    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        # Name every head in auto_map (entries already there, e.g. from a Hub repository, win).
-        self.auto_map = {**KRONECKER_GPT2_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     @classmethod
     def from_dense_config(cls, dense_config: GPT2Config, compression, **kwargs) -> "KroneckerGPT2Config":

@@ -1,5 +1,5 @@
 # Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
-"""What the KroneckerBERT and KroneckerGPT2 families share: option checking and Auto-class registration.
+"""What every Kronecker family shares: option checking, Auto-class registration and the factor-shape check on load.
 
 This file travels with every checkpoint saved with ``save_pretrained`` (``trust_remote_code``): it imports only
 the standard library, transformers and its siblings ``kronecker.py`` and ``layers.py``.
@@ -127,13 +127,13 @@ def check_kronecker_fields(
             )
 
 
-def finalize_kronecker_loading(dense_base, model, load_config, loading_info, fields: tuple[str, ...], field_of):
+def finalize_kronecker_loading(dense_base, model, load_config, loading_info, settings: str, field_of):
     """``dense_base._finalize_model_loading``, with a clear ``ValueError`` when the checkpoint's factors disagree with
     its config (an edited config.json, another rank) instead of Transformers' "look at the above report".
 
     Args:
         dense_base: the Transformers pre-trained class whose ``_finalize_model_loading`` does the work.
-        fields: the config's Kronecker fields, shown in the message.
+        settings: the config's Kronecker fields and their values, shown in the message.
         field_of: maps a factor's key (``bert.encoder.layer.0.output.dense.a``) to the config fields that shape it.
     """
     try:
@@ -152,7 +152,6 @@ def finalize_kronecker_loading(dense_base, model, load_config, loading_info, fie
         )
         if not mismatched:
             raise
-        settings = ", ".join(f"{name}={getattr(model.config, name)}" for name in fields)
         lines = [
             f"{key}: {checkpoint_shape} in the checkpoint, {model_shape} from {field_of(key)}"
             for key, checkpoint_shape, model_shape in mismatched

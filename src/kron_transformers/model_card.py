@@ -191,7 +191,10 @@ def build_model_card(
         (base.__name__ for base in type(model).__mro__[1:] if "Kronecker" not in base.__name__), "PreTrainedModel"
     )
     auto_class = getattr(type(model), "_auto_class", None) or "AutoModel"
-    is_gpt2 = "gpt2" in config.model_type.lower()
+    # Decoders follow KnGPT2, encoders KroneckerBERT; the family is named after the dense architecture.
+    dense_model_type = getattr(config, "dense_model_type", None) or config.model_type.removeprefix("kronecker_")
+    is_gpt2 = dense_model_type == "gpt2" or model.can_generate()
+    family = {"gpt2": "GPT-2", "bert": "BERT"}.get(dense_model_type, dense_class.split("For")[0].removesuffix("Model"))
     base_name = base_model or getattr(config, "_name_or_path", "") or dense_class
     base_is_hub = _is_hub_id(base_model) if base_model_on_hub is None else base_model_on_hub and bool(base_model)
     if model_name is None:
@@ -199,7 +202,6 @@ def build_model_card(
     results = [_as_eval_result(r) for r in eval_results or ()]
     stages = [s if isinstance(s, DistillationStage) else DistillationStage(**s) for s in distillation or ()]
     dataset_ids = list(dict.fromkeys([*(datasets or ()), *(r.dataset_type for r in results)]))
-    dense_model_type = getattr(config, "dense_model_type", None) or ("gpt2" if is_gpt2 else "bert")
 
     card_data = ModelCardData(
         library_name="transformers",
@@ -220,7 +222,7 @@ def build_model_card(
         card_data=card_data.to_yaml(),
         model_name=model_name,
         repo_id=repo_id or model_name,
-        family="GPT-2" if is_gpt2 else "BERT",
+        family=family,
         paper="KnGPT2, Edalati et al., ACL 2022" if is_gpt2 else "KroneckerBERT, Tahaei et al., NAACL 2022",
         base_model_name=base_name,
         base_model_url=f"https://huggingface.co/{base_model}" if base_is_hub else None,
