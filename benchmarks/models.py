@@ -1,23 +1,27 @@
 # Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
-"""Whole-model CPU inference: Kronecker models against their dense teachers and the usual small models, one run.
+"""Whole-model CPU inference in every runtime: Kronecker models against their dense teachers and the usual small models.
 
-    python benchmarks/models.py [--threads 2] [--repeats 10] [--skip-training] [--skip-rss]
+    python benchmarks/models.py [--models bert_base kb8 kb21 ...] [--runtimes eager compiled onnx onnx_int8]
+                                [--batches 1 8] [--threads 2] [--repeats 10] [--rss] [--training]
 
-For every model (random weights: timing does not depend on them): parameters, safetensors size, peak RSS (a fresh
-subprocess per model that loads the checkpoint and runs a batch-8 forward), median latency at sequence 128 for
-batch 1 and 8 under ``torch.inference_mode`` with 2 threads, FLOPs counted by ``torch.utils.flop_counter``, and the
-speed-up over the dense teacher measured in this same run beside the FLOP ratio. GPT-2 models also report greedy
-generation speed (64 new tokens, KV cache). With training enabled: one ``IlkdTrainer`` step of KroneckerBERT-8
-against one plain ``Trainer`` fine-tuning step of BERT_BASE on the same batch.
+For every model (random weights: timing does not depend on them) and every runtime -- eager PyTorch
+(``torch.inference_mode``), ``torch.compile`` (inductor), onnxruntime on the ``kron_transformers.export`` graph, and
+onnxruntime on its dynamic-int8 copy -- the median latency at sequence 128 for each batch size. The models of one
+family are timed in turns, one call each per round, so a change in the machine's load hits the dense teacher and the
+Kronecker models alike; each speed-up is the teacher's median over the model's median in the same runtime, batch and
+process. The load average is recorded before and after each runtime (``os.getloadavg``). Also: parameters, FLOPs
+(``torch.utils.flop_counter``, eager attention), onnx file sizes, greedy generation speed of the GPT-2 models (64 new
+tokens, KV cache, eager), and with ``--rss`` the peak RSS of a fresh process per model, with ``--training`` one
+``IlkdTrainer`` step of KroneckerBERT-8 against one ``Trainer`` step of BERT_BASE.
 
-Peak RSS includes the libraries (the resident size after importing torch and transformers is reported
-as ``baseline_rss_mb``). Writes ``benchmarks/results/models.json`` and ``benchmarks/results/models.png`` (latency vs parameters).
+Writes ``benchmarks/results/<stem>.json``, ``<stem>.md`` (the table) and ``<stem>.png`` (speed-up per runtime),
+``--stem models`` by default.
 """
 
 import argparse
 import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +45,7 @@ from kron_transformers import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEQ = 128
+RUNTIMES = ("eager", "compiled", "onnx", "onnx_int8")
 
 
 def bert_base(**overrides):
@@ -53,33 +58,50 @@ def gpt2_small(**overrides):
 
 
 def model_specs():
-    """name -> (family, teacher name, builder). Builders make models with random weights, in eval mode."""
+    """key -> (printed name, family, teacher key, builder). Builders make models with random weights."""
+    def kronecker_bert(preset):
+        return lambda: KroneckerBertModel(KroneckerBertConfig.from_dense_config(bert_base(), preset))
+
     return {
-        "BERT_BASE": ("bert", None, lambda: BertModel(bert_base(), add_pooling_layer=True)),
-        "KroneckerBERT_8": ("bert", "BERT_BASE",
-                            lambda: KroneckerBertModel(KroneckerBertConfig.from_dense_config(bert_base(), "kronecker-bert-8"))),
-        "KroneckerBERT_21": ("bert", "BERT_BASE",
-                             lambda: KroneckerBertModel(KroneckerBertConfig.from_dense_config(bert_base(), "kronecker-bert-21"))),
-        "DistilBERT-shaped (6L)": ("bert", "BERT_BASE", lambda: BertModel(bert_base(num_hidden_layers=6))),
-        "TinyBERT-shaped (4L, 312)": ("bert", "BERT_BASE", lambda: BertModel(
-            bert_base(num_hidden_layers=4, hidden_size=312, intermediate_size=1200)
-        )),
-        "GPT-2 small": ("gpt2", None, lambda: GPT2LMHeadModel(gpt2_small())),
-        "KnGPT2": ("gpt2", "GPT-2 small",
+        "bert_base": ("BERT_BASE", "bert", None, lambda: BertModel(bert_base())),
+        "kb8": ("KroneckerBERT_8", "bert", "bert_base", kronecker_bert("kronecker-bert-8")),
+        "kb21": ("KroneckerBERT_21", "bert", "bert_base", kronecker_bert("kronecker-bert-21")),
+        "distilbert": ("DistilBERT-shaped (6L)", "bert", "bert_base", lambda: BertModel(bert_base(num_hidden_layers=6))),
+        "tinybert": ("TinyBERT-shaped (4L, 312)", "bert", "bert_base", lambda: BertModel(
+            bert_base(num_hidden_layers=4, hidden_size=312, intermediate_size=1200))),
+        "gpt2": ("GPT-2 small", "gpt2", None, lambda: GPT2LMHeadModel(gpt2_small())),
+        "kngpt2": ("KnGPT2", "gpt2", "gpt2",
                    lambda: KroneckerGPT2LMHeadModel(KroneckerGPT2Config.from_dense_config(gpt2_small(), "kngpt2"))),
-        "DistilGPT2-shaped (6L)": ("gpt2", "GPT-2 small", lambda: GPT2LMHeadModel(gpt2_small(n_layer=6))),
+        "distilgpt2": ("DistilGPT2-shaped (6L)", "gpt2", "gpt2", lambda: GPT2LMHeadModel(gpt2_small(n_layer=6))),
     }
 
 
-def inputs(family, batch, vocab):
+def interleaved_medians(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    """``{name: median seconds}``, timing one call of each function per round so that load changes hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def inputs(batch, vocab, family):
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, SEQ), generator=generator)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    data = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if family == "bert":
+        data["token_type_ids"] = torch.zeros_like(ids)
+    return data
 
 
 def count_flops(model, batch):
-    """FLOPs of one forward. Counted with eager attention: the flop counter does not see inside the fused CPU
-    attention kernel, and the score products must count (they are not factored)."""
+    """FLOPs of one forward, with eager attention (the counter does not see inside the fused CPU attention kernel,
+    and the score products must count: they are not factored)."""
     backend = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
@@ -96,18 +118,61 @@ def generation_tokens_per_second(model, repeats, new_tokens=64):
               "pad_token_id": 0}
     with torch.inference_mode():
         seconds = median_time(lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs),
-                                 max(3, repeats // 3), warmup=1)
+                              max(3, repeats // 3), warmup=1)
     return new_tokens / seconds
 
 
-def peak_rss_mb(checkpoint: Path, family: str) -> tuple[float, float]:
-    """``(baseline, peak)`` resident memory in MiB of a fresh process: after its imports, and at the peak of loading
-    the checkpoint and running one batch-8 forward. The kernel's high-water mark is reset after the imports
-    (``/proc/self/clear_refs``), so a transient peak while importing libraries does not hide the model's."""
-    code = f"""
+def make_runner(runtime, model, family, folder, threads, batches, row):
+    """A function ``batch -> None`` running ``model`` in ``runtime`` on the benchmark input of that batch size."""
+    data = {batch: inputs(batch, model.config.vocab_size, family) for batch in batches}
+    extra = {"use_cache": False} if family == "gpt2" else {}
+    if runtime == "eager":
+        def run(batch):
+            with torch.inference_mode():
+                model(**data[batch], **extra)
+        return run
+    if runtime == "compiled":
+        compiled = torch.compile(model, fullgraph=True, dynamic=False)
+        start = time.perf_counter()
+        for batch in batches:  # compile each shape now, not inside the timed loop
+            with torch.inference_mode():
+                compiled(**data[batch], **extra)
+        row["compile_s"] = time.perf_counter() - start
+
+        def run(batch):
+            with torch.inference_mode():
+                compiled(**data[batch], **extra)
+        return run
+    from kron_transformers.export import export_onnx, onnx_session, quantize_onnx_int8
+
+    path = folder / "model.onnx"
+    if not path.exists():
+        start = time.perf_counter()
+        export_onnx(model, path)
+        row["onnx_export_s"] = time.perf_counter() - start
+        row["onnx_mb"] = path.stat().st_size / 2**20
+    if runtime == "onnx_int8":
+        path = quantize_onnx_int8(path, folder / "model.int8.onnx")
+        row["onnx_int8_mb"] = path.stat().st_size / 2**20
+    session = onnx_session(path, threads=threads)
+    names = {arg.name for arg in session.get_inputs()}
+    feeds = {batch: {k: v.numpy() for k, v in data[batch].items() if k in names} for batch in batches}
+    return lambda batch: session.run(None, feeds[batch])
+
+
+def load_average():
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def peak_rss_mb(model, family, threads):
+    """``(baseline, peak)`` resident MiB of a fresh process: after its imports, and at the peak of loading the
+    checkpoint and running a batch-8 forward (the high-water mark is reset after the imports)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        code = f"""
 import torch, kron_transformers
 from transformers import AutoModel, AutoModelForCausalLM
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -117,21 +182,22 @@ baseline = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 cls = AutoModelForCausalLM if {family!r} == "gpt2" else AutoModel
-model = cls.from_pretrained({str(checkpoint)!r}).eval()
+model = cls.from_pretrained({tmp!r}).eval()
 ids = torch.randint(0, model.config.vocab_size, (8, {SEQ}))
 with torch.inference_mode():
     model(input_ids=ids, attention_mask=torch.ones_like(ids))
 print(baseline, status("VmHWM:"))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        checkpoint_mb = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors")) / 2**20
     baseline, peak = map(float, result.stdout.strip().splitlines()[-1].split())
-    return baseline, peak
+    return checkpoint_mb, baseline, peak
 
 
 def training_step_comparison(repeats):
     """Seconds per optimisation step: IlkdTrainer on KroneckerBERT_8 (teacher BERT_BASE) vs Trainer on BERT_BASE."""
     from datasets import Dataset
-    from transformers import BertForSequenceClassification, Trainer, TrainingArguments
+    from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
     from kron_transformers import compress
     from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
@@ -151,128 +217,187 @@ def training_step_comparison(repeats):
     results = {}
     for name, make in (
         ("BERT_BASE fine-tuning (Trainer)",
-         lambda: Trainer(model=dense_student, args=TrainingArguments(max_steps=steps + 2, **common), train_dataset=data)),
+         lambda: Trainer(model=dense_student, args=TrainingArguments(max_steps=steps + 2, **common),
+                         train_dataset=data)),
         ("KroneckerBERT_8 ILKD (IlkdTrainer)",
-         lambda: IlkdTrainer(model=student, teacher_model=teacher, args=IlkdTrainingArguments(max_steps=steps + 2, **common),
-                             train_dataset=data)),
+         lambda: IlkdTrainer(model=student, teacher_model=teacher,
+                             args=IlkdTrainingArguments(max_steps=steps + 2, **common), train_dataset=data)),
     ):
         trainer = make()
-        start_times = []
-        from transformers import TrainerCallback
+        step_times = []
 
         class Timer(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
-                start_times.append(time.perf_counter())
+                step_times.append(time.perf_counter())
 
             def on_step_end(self, args, state, control, **kwargs):
-                start_times[-1] = time.perf_counter() - start_times[-1]
+                step_times[-1] = time.perf_counter() - step_times[-1]
 
         trainer.add_callback(Timer())
         trainer.train()
-        results[name] = statistics.median(start_times[2:])  # the first steps warm up allocators
+        results[name] = statistics.median(step_times[2:])  # the first steps warm up allocators
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--skip-training", action="store_true", help="skip the training-step comparison")
-    parser.add_argument("--skip-rss", action="store_true", help="skip the per-model peak-RSS subprocesses")
-    parser.add_argument("--only", nargs="*", help="benchmark only these models (names as printed)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+def benchmark_family(keys, specs, args, tmp):
+    """Build the family's models, then time them in turns in every runtime; returns ``{key: row}``."""
+    models, rows = {}, {}
+    for key in keys:
+        name, family, teacher, build = specs[key]
+        torch.manual_seed(0)
+        model = build().eval()
+        models[key] = model
+        rows[key] = {"name": name, "family": family, "teacher": teacher, "parameters": model.num_parameters(),
+                     "flops_b1": count_flops(model, inputs(1, model.config.vocab_size, family)), "runtimes": {}}
+        if args.rss:
+            rows[key]["checkpoint_mb"], rows[key]["baseline_rss_mb"], rows[key]["peak_rss_mb"] = peak_rss_mb(
+                model, family, args.threads)
+        if family == "gpt2" and not args.skip_generation:
+            rows[key]["generate_tokens_per_s"] = generation_tokens_per_second(model, args.repeats)
+        print(f"built {name}", flush=True)
+    for runtime in args.runtimes:
+        load_before = load_average()
+        runners = {}
+        for key, model in models.items():
+            folder = Path(tmp) / key
+            folder.mkdir(exist_ok=True)
+            info = rows[key]["runtimes"].setdefault(runtime, {})
+            try:
+                runners[key] = make_runner(runtime, model, rows[key]["family"], folder, args.threads, args.batches,
+                                           info)
+            except Exception as error:  # one runtime failing on one model must not lose the others' figures
+                info["error"] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+                print(f"{runtime} {rows[key]['name']}: {info['error']}", flush=True)
+        for batch in args.batches:
+            medians = interleaved_medians({key: (lambda run=run: run(batch)) for key, run in runners.items()},
+                                          args.repeats)
+            for key, seconds in medians.items():
+                rows[key]["runtimes"][runtime][f"latency_ms_b{batch}"] = 1e3 * seconds
+        for key in runners:
+            rows[key]["runtimes"][runtime]["load_average_before_after"] = [load_before, load_average()]
+        print(f"timed {runtime}: load {load_before} -> {load_average()}", flush=True)
+        torch._dynamo.reset()
+    return rows
 
-    rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (family, teacher, build) in model_specs().items():
-            if args.only and name not in args.only:
-                continue
-            model = build().eval()
-            folder = Path(tmp) / name.replace(" ", "_")
-            model.save_pretrained(folder)
-            row = {
-                "family": family,
-                "teacher": teacher,
-                "parameters": model.num_parameters(),
-                "checkpoint_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20,
-                "flops_b1": count_flops(model, inputs(family, 1, model.config.vocab_size)),
-            }
-            for batch in (1, 8):
-                data = inputs(family, batch, model.config.vocab_size)
-                with torch.inference_mode():
-                    row[f"latency_ms_b{batch}"] = 1e3 * median_time(lambda m=model, d=data: m(**d), args.repeats)
-            if family == "gpt2":
-                row["generate_tokens_per_s"] = generation_tokens_per_second(model, args.repeats)
-            if not args.skip_rss:
-                row["baseline_rss_mb"], row["peak_rss_mb"] = peak_rss_mb(folder, family)
-            rows[name] = row
-            print(f"measured {name}", flush=True)
-            del model
 
-    for name, row in rows.items():
+def add_ratios(rows, batches):
+    for row in rows.values():
         teacher = rows.get(row["teacher"]) if row["teacher"] else row
         if teacher is None:
             continue
         row["flop_ratio"] = teacher["flops_b1"] / row["flops_b1"]
-        for batch in (1, 8):
-            row[f"speedup_b{batch}"] = teacher[f"latency_ms_b{batch}"] / row[f"latency_ms_b{batch}"]
-        if "generate_tokens_per_s" in row:
+        for runtime, info in row["runtimes"].items():
+            dense = teacher["runtimes"].get(runtime, {})
+            for batch in batches:
+                key = f"latency_ms_b{batch}"
+                if key in info and key in dense:
+                    info[f"speedup_b{batch}"] = dense[key] / info[key]
+        if "generate_tokens_per_s" in row and "generate_tokens_per_s" in teacher:
             row["generate_speedup"] = row["generate_tokens_per_s"] / teacher["generate_tokens_per_s"]
 
-    header = (f"{'model':<27}{'params':>8}{'ckpt MB':>9}{'RSS MB':>8}{'+RSS':>6}{'FLOP x':>8}{'b1 ms':>8}{'b1 x':>6}"
-              f"{'b8 ms':>9}{'b8 x':>6}{'gen tok/s':>10}{'gen x':>7}")
-    print(f"\nseq {SEQ}, {args.threads} threads, torch {torch.__version__}, {platform.machine()}")
-    print(header)
-    print("-" * len(header))
-    for name, r in rows.items():
-        rss_increase = r.get("peak_rss_mb", float("nan")) - r.get("baseline_rss_mb", float("nan"))
-        print(f"{name:<27}{r['parameters'] / 1e6:>7.1f}M{r['checkpoint_mb']:>9.1f}{r.get('peak_rss_mb', float('nan')):>8.0f}"
-              f"{rss_increase:>6.0f}"
-              f"{r.get('flop_ratio', float('nan')):>8.2f}{r['latency_ms_b1']:>8.1f}{r.get('speedup_b1', float('nan')):>6.2f}"
-              f"{r['latency_ms_b8']:>9.1f}{r.get('speedup_b8', float('nan')):>6.2f}"
-              f"{r.get('generate_tokens_per_s', float('nan')):>10.1f}{r.get('generate_speedup', float('nan')):>7.2f}")
 
-    training = None
-    if not args.skip_training:
-        training = training_step_comparison(args.repeats)
-        print("\ntraining step (batch 8, seq 128):")
-        for name, seconds in training.items():
-            print(f"  {name:<40} {seconds:.3f} s/step")
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"seq": SEQ, "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
-            "machine": platform.machine(), "peak_rss_of_this_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    (RESULTS / "models.json").write_text(json.dumps({"meta": meta, "models": rows, "training_step_s": training}, indent=2) + "\n")
-    plot(rows, RESULTS / "models.png")
-    print(f"\nwrote {RESULTS / 'models.json'} and {RESULTS / 'models.png'}")
+def table(rows, runtimes, batches):
+    header = ["model", "params", "FLOP ratio"]
+    for runtime in runtimes:
+        header += [f"{runtime} b{batch}" for batch in batches]
+    header.append("generation (64 tokens)")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows.values():
+        cells = [row["name"], f"{row['parameters'] / 1e6:.1f}M", f"{row.get('flop_ratio', float('nan')):.2f}x"]
+        for runtime in runtimes:
+            info = row["runtimes"].get(runtime, {})
+            for batch in batches:
+                if f"latency_ms_b{batch}" in info:
+                    cells.append(f"{info[f'latency_ms_b{batch}']:.0f} ms ({info.get(f'speedup_b{batch}', float('nan')):.2f}x)")
+                else:
+                    cells.append("failed" if "error" in info else "")
+        gen = row.get("generate_tokens_per_s")
+        cells.append(f"{gen:.1f} tok/s ({row.get('generate_speedup', float('nan')):.2f}x)" if gen else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-def plot(rows, path):
+def plot(rows, runtimes, batch, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, family, title in ((axes[0], "bert", "BERT family"), (axes[1], "gpt2", "GPT-2 family")):
-        names = [n for n, r in rows.items() if r["family"] == family]
-        if not names:
-            continue
-        params = [rows[n]["parameters"] / 1e6 for n in names]
-        latency = [rows[n]["latency_ms_b8"] for n in names]
-        bars = ax.bar(range(len(names)), latency, color=["#999999" if rows[n]["teacher"] is None else
-                                                           "#1f77b4" if "Kron" in n or "KnGPT" in n else "#ff7f0e" for n in names])
-        for bar, p in zip(bars, params):
-            ax.annotate(f"{p:.1f}M params", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
-                        va="bottom", fontsize=8)
-        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel("CPU latency, batch 8 x 128 tokens (ms)")
-        ax.set_title(title)
-    fig.suptitle("Latency vs parameters (2 threads, median); blue = Kronecker, orange = smaller dense, grey = teacher")
+    students = [key for key, row in rows.items() if row["teacher"]]
+    if not students:
+        return
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(students)), 4.5))
+    width = 0.8 / len(runtimes)
+    for i, runtime in enumerate(runtimes):
+        values = [rows[key]["runtimes"].get(runtime, {}).get(f"speedup_b{batch}", 0) for key in students]
+        ax.bar([x + i * width for x in range(len(students))], values, width, label=runtime)
+    flops = [rows[key].get("flop_ratio", 0) for key in students]
+    ax.scatter([x + 0.4 - width / 2 for x in range(len(students))], flops, marker="_", s=600, color="black",
+               label="FLOP ratio", zorder=3)
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(students))], [rows[k]["name"] for k in students],
+                  rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel(f"speed-up over the dense teacher, batch {batch} x {SEQ}")
+    ax.set_title("Same runtime, same process, interleaved medians")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def main():
+    specs = model_specs()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(specs), default=list(specs),
+                        help="models to run; a Kronecker or small model brings its dense teacher along")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--rss", action="store_true", help="also measure checkpoint size and peak RSS per model")
+    parser.add_argument("--training", action="store_true", help="also time one training step (ILKD vs fine-tuning)")
+    parser.add_argument("--skip-generation", action="store_true", help="skip the GPT-2 generation speed")
+    parser.add_argument("--stem", default="models", help="results file names under benchmarks/results/")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    keys = list(dict.fromkeys(k for key in args.models for k in ((specs[key][2],) if specs[key][2] else ()) + (key,)))
+    rows = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in ("bert", "gpt2"):
+            family_keys = [key for key in keys if specs[key][1] == family]
+            if family_keys:
+                rows.update(benchmark_family(family_keys, specs, args, tmp))
+    add_ratios(rows, args.batches)
+    markdown = table(rows, args.runtimes, args.batches)
+    print(f"\nseq {SEQ}, {args.threads} threads, torch {torch.__version__}, {platform.machine()}, "
+          f"load average now {load_average()}\n")
+    print(markdown)
+
+    training = training_step_comparison(args.repeats) if args.training else None
+    if training:
+        for name, seconds in training.items():
+            print(f"  {name:<40} {seconds:.3f} s/step")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"seq": SEQ, "threads": args.threads, "repeats": args.repeats, "batches": args.batches,
+            "runtimes": args.runtimes, "torch": torch.__version__, "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "load_average_end": load_average(),
+            "wall_s": round(time.perf_counter() - started, 1)}
+    try:
+        import onnxruntime
+
+        meta["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    stem = RESULTS / args.stem
+    stem.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "models": rows, "training_step_s": training}, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(
+        f"seq {SEQ}, {args.threads} threads, load average at the end {meta['load_average_end']}; "
+        f"latency (speed-up over the dense teacher in the same runtime)\n\n{markdown}\n")
+    plot(rows, args.runtimes, max(args.batches), stem.with_suffix(".png"))
+    print(f"\nwrote {stem}.json, .md and .png")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kron_transformers.kronecker import (
+    _kron_linear_2d,
     divisors,
     kron_flops,
     kron_linear,
@@ -42,6 +43,18 @@ def test_kron_linear_matches_torch_kron(rank, m1, n1, m2, n2, lead, with_bias, s
     y = kron_linear(x, a, b, bias)
     assert y.shape == (*lead, m1 * m2)
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rank=st.integers(1, 4), m1=dims, n1=dims, m2=dims, n2=dims, lead=st.lists(st.integers(1, 3), max_size=3),
+       with_bias=st.booleans(), b_first=st.booleans(), seed=st.integers(0, 2**16))
+def test_exported_two_dimensional_form_matches_torch_kron(rank, m1, n1, m2, n2, lead, with_bias, b_first, seed):
+    """The form kron_linear takes under torch.export (ONNX), in either order, including the sides of 1 it shortcuts."""
+    a, b = random_factors(rank, m1, n1, m2, n2, seed)
+    x = torch.randn(*lead, n1 * n2, dtype=torch.float64)
+    bias = torch.randn(m1 * m2, dtype=torch.float64) if with_bias else None
+    expected = x @ dense_kron(a, b).T + (bias if with_bias else 0)
+    torch.testing.assert_close(_kron_linear_2d(x, a, b, bias, b_first), expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("a_shape,b_shape", [((3, 2), (4, 5)), ((4, 5), (3, 2)), ((1, 6), (6, 1)), ((6, 1), (1, 6))])

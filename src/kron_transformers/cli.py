@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--push_to_hub", action="store_true", help="also upload the checkpoint to the Hub")
     parser.add_argument("--hub_model_id", help="Hub repo to push to (default: the name of OUTPUT_DIR)")
     parser.add_argument("--license", help="licence of the compressed model (default: the base model card's)")
+    parser.add_argument(
+        "--export",
+        choices=["onnx"],
+        help="also write model.onnx (float32, dynamic batch and sequence, checked in onnxruntime; needs the "
+        "'export' extra)",
+    )
     return parser
 
 
@@ -360,6 +366,13 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
     if args.calibration_file is not None:
         calibration_texts = read_calibration_texts(args.calibration_file, args.calibration_samples)
 
+    if args.export == "onnx":  # fail before the long part if the exporter is missing
+        import importlib.util
+
+        missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise CliError(f"--export onnx needs {', '.join(missing)}: pip install 'kron-transformers[export]'.")
+
     repo_id = None
     if args.push_to_hub:  # fail before the long part if the Hub refuses the repo
         try:
@@ -427,6 +440,14 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
             model_name=repo_id.split("/")[-1] if repo_id else target.name,
             license=args.license or _base_license(args.model, is_local),
         )
+        if args.export == "onnx":
+            from .export import export_onnx
+
+            try:
+                export_onnx(model.float() if dtype != torch.float32 else model, staging / "model.onnx")
+            except (RuntimeError, ValueError) as error:
+                raise CliError(f"ONNX export failed: {_one_line(error)}") from error
+            print("Exported model.onnx (onnxruntime outputs checked against PyTorch)")
         if target.exists():  # --overwrite (or an empty folder): swap, then drop the old one
             old = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), suffix=".old", dir=target.parent))
             os.replace(target, old / "previous")

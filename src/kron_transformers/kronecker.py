@@ -97,6 +97,8 @@ def kron_linear(
     lead = x.shape[:-1]
     n = math.prod(lead)
     flops = kron_flops((m1, n1), (m2, n2), r)
+    if torch.compiler.is_exporting():
+        return _kron_linear_2d(x, a, b, bias, b_first=flops["b_first"] <= flops["a_first"])
     if flops["b_first"] <= flops["a_first"]:
         # T = X @ b.T: (n*n1, n2) @ (n2, r*m2) -> (n, n1, r, m2) -> (n, r*n1, m2); Y = a @ T: (n, m1, m2)
         t = x.reshape(n * n1, n2) @ b.permute(2, 0, 1).reshape(n2, r * m2)
@@ -113,6 +115,38 @@ def kron_linear(
             y = torch.addmm(bias, u, b_t)  # rows of the output are tokens: the bias broadcasts over them
         else:
             y = (u @ b_t).view(n, m1, m2).add_(bias.view(m1, m2))  # a fresh GEMM output: add in place
+    return y.reshape(*lead, m1 * m2)
+
+
+def _kron_linear_2d(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, b_first: bool
+) -> torch.Tensor:
+    """``kron_linear`` as two 2-D matmuls of the activations against a reshaped factor, with explicit transposes.
+
+    The form exported graphs use (``torch.export``, ONNX): each product is one GEMM whose right operand is a constant
+    ``(k, m)`` matrix that a runtime pre-packs (and int8 quantisation can quantise), where the eager form's batched
+    matmul over a broadcast factor would export as a broadcast ``MatMul`` run as one small GEMM per token. The price
+    is two transposes of activation-sized tensors, skipped where a factor side of 1 makes them free.
+    ``x`` ``(..., n1 * n2)`` -> ``(..., m1 * m2)``.
+    """
+    r, m1, n1 = a.shape
+    _, m2, n2 = b.shape
+    lead = x.shape[:-1]
+    n = math.prod(lead)
+    if b_first:
+        # T = X @ b.T: (n*n1, n2) @ (n2, r*m2) -> (n, n1, r, m2) -> (n*m2, r*n1); Y.T = T @ a.T: (n, m2, m1)
+        t = x.reshape(n * n1, n2) @ b.permute(2, 0, 1).reshape(n2, r * m2)
+        t = t.view(n, n1, r, m2).permute(0, 3, 2, 1).reshape(n * m2, r * n1)
+        y = (t @ a.permute(0, 2, 1).reshape(r * n1, m1)).view(n, m2, m1)
+        y = y.reshape(n, m1) if m2 == 1 else y.transpose(1, 2).reshape(n, m1 * m2)
+    else:
+        # U = a @ X: (n*n2, n1) @ (n1, r*m1) -> (n, n2, r, m1) -> (n*m1, r*n2); Y = U @ b.T: (n, m1, m2)
+        x_t = x.reshape(n, n1 * n2) if n2 == 1 else x.reshape(n, n1, n2).transpose(1, 2)
+        u = x_t.reshape(n * n2, n1) @ a.permute(2, 0, 1).reshape(n1, r * m1)
+        u = u.view(n, n2, r, m1).permute(0, 3, 2, 1).reshape(n * m1, r * n2)
+        y = (u @ b.permute(0, 2, 1).reshape(r * n2, m2)).view(n, m1 * m2)
+    if bias is not None:
+        y = y + bias
     return y.reshape(*lead, m1 * m2)
 
 
