@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import safetensors
+import safetensors.torch
 import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
 from tokenizers import ByteLevelBPETokenizer
@@ -108,6 +109,20 @@ def test_bert_checkpoint_compresses_reloads_and_prints_the_table(capsys, tmp_pat
     assert "| bert.encoder.layer.1.output.dense | 32x64 |" in out
     assert f"| **total (whole model)** | | | | | {dense.num_parameters():,} | {expected.num_parameters():,} |" in out
     assert "Kronecker factorisation" in err  # the progress bar
+    # Every printed row recomputed here from the dense weights and the saved factors, with torch.kron.
+    saved = safetensors.torch.load_file(out_dir / "model.safetensors")
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| bert.")]
+    assert len(rows) == 1 + 2 * 6  # the word embeddings; 2 layers x (q, k, v, attention output, intermediate, output)
+    for name, shape, a_shape, b_shape, rank, before, after, ratio, error in (map(str.strip, row) for row in rows):
+        weight = dense.get_submodule(name).weight.detach().double()
+        a, b = saved[f"{name}.a"].double(), saved[f"{name}.b"].double()
+        assert shape == "x".join(map(str, weight.shape)) and int(rank) == a.shape[0] == b.shape[0]
+        assert (a_shape, b_shape) == ("x".join(map(str, a.shape[1:])), "x".join(map(str, b.shape[1:])))
+        assert (int(before.replace(",", "")), int(after.replace(",", ""))) == (weight.numel(), a.numel() + b.numel())
+        factored = sum(torch.kron(a[r], b[r]) for r in range(a.shape[0]))
+        relative = (torch.linalg.matrix_norm(weight - factored) / torch.linalg.matrix_norm(weight)).item()
+        assert float(error) == pytest.approx(relative, abs=1e-4)
+        assert float(ratio.rstrip("x")) == pytest.approx(weight.numel() / (a.numel() + b.numel()), abs=0.05)
 
     files = {p.name for p in out_dir.iterdir()}
     assert BERT_CODE | {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= files
