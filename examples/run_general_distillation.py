@@ -78,11 +78,15 @@ class DataTrainingArguments:
     validation_split_percentage: int = field(
         default=5, metadata={"help": "Validation share of the training data when there is no validation split."}
     )
-    max_seq_length: int = field(default=128, metadata={"help": "Texts are concatenated and cut into blocks this long."})
+    max_seq_length: int = field(
+        default=256, metadata={"help": "Texts are concatenated and cut into blocks of at most this many tokens."}
+    )
     min_seq_length: int | None = field(
         default=None,
-        metadata={"help": "Cut blocks of mixed lengths instead, drawn uniformly from [min_seq_length, max_seq_length] "
-                  "(seeded): a student distilled on one length only may not behave like its teacher on others."},
+        metadata={"help": "Block lengths are drawn uniformly from [min_seq_length, max_seq_length] (seeded); default "
+                  "max_seq_length // 4. A student distilled on one length only may not behave like its teacher on "
+                  "longer inputs (its position embeddings beyond that length are never distilled): pass "
+                  "--min_seq_length equal to --max_seq_length for blocks of one length."},
     )
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked for the MLM objective."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
@@ -97,7 +101,11 @@ class DataTrainingArguments:
             path = getattr(self, name)
             if path is not None and path.rsplit(".", 1)[-1] not in ("txt", "csv", "json", "jsonl"):
                 raise ValueError(f"--{name} must be a .txt, .csv or .json/.jsonl file; got {path!r}.")
-        if self.min_seq_length is not None and not 1 <= self.min_seq_length <= self.max_seq_length:
+        if self.max_seq_length < 1:
+            raise ValueError(f"--max_seq_length must be a positive number of tokens; got {self.max_seq_length}.")
+        if self.min_seq_length is None:
+            self.min_seq_length = max(self.max_seq_length // 4, 1)
+        if not 1 <= self.min_seq_length <= self.max_seq_length:
             raise ValueError(
                 f"--min_seq_length must be between 1 and --max_seq_length={self.max_seq_length}; got "
                 f"{self.min_seq_length}."
@@ -160,7 +168,7 @@ def main(argv=None):
         texts = [t for t in examples[text_column] if t and not t.isspace()]
         return tokenizer(texts, return_special_tokens_mask=objective == "mlm")
 
-    min_block = min(data_args.min_seq_length or block_size, block_size)
+    min_block = min(data_args.min_seq_length, block_size)
     teacher_positions = getattr(teacher.config, "max_position_embeddings", None) or getattr(teacher.config,
                                                                                            "n_positions", None)
     if min_block == block_size and teacher_positions and block_size < teacher_positions:

@@ -59,14 +59,17 @@ def test_stage1_blocks_of_mixed_lengths_are_seeded_and_within_bounds(bert_dir, t
     assert min(lengths) >= 16 and max(lengths) <= 96 and len(set(lengths)) > 10
     again = stage1(bert_dir, tmp_path, "mixed-again", "--min_seq_length", "16", "--max_seq_length", "96")
     assert [len(ids) for ids in again.train_dataset["input_ids"]] == lengths
-    # Without --min_seq_length every block has the one length, as before.
-    fixed = stage1(bert_dir, tmp_path, "fixed", "--max_seq_length", "32")
+    # --min_seq_length equal to --max_seq_length: every block has the one length; by default a quarter to all of it.
+    fixed = stage1(bert_dir, tmp_path, "fixed", "--max_seq_length", "32", "--min_seq_length", "32")
     assert {len(ids) for ids in fixed.train_dataset["input_ids"]} == {32}
+    default = stage1(bert_dir, tmp_path, "default", "--max_seq_length", "32")
+    assert {len(ids) for ids in default.train_dataset["input_ids"]} <= set(range(8, 33))
+    assert len({len(ids) for ids in default.train_dataset["input_ids"]}) > 5
 
 
 def test_stage1_warns_when_the_student_never_sees_long_inputs(bert_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="run_general_distillation"):
-        stage1(bert_dir, tmp_path, "short", "--max_seq_length", "32")
+        stage1(bert_dir, tmp_path, "short", "--max_seq_length", "32", "--min_seq_length", "32")
     assert "the student is never distilled on longer inputs" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="run_general_distillation"):

@@ -51,18 +51,27 @@ from common import (  # noqa: E402
 )
 
 
-# Each variant: (stage-1 flags, stage-2 flags, calibrated initialisation).
+# The baseline's flags, and each change as (stage-1 flags, stage-2 flags, calibrated initialisation) that override
+# or extend them; combined variants list the changes they apply.
 BASELINE_STAGE1 = ["--max_seq_length", "64", "--learning_rate", "5e-4"]
 BASELINE_STAGE2 = ["--learning_rate", "1e-4"]
-VARIANTS = {
-    "baseline": (BASELINE_STAGE1, BASELINE_STAGE2, False),
+CHANGES = {
     # Same steps and about the same tokens per step (12 blocks of 64-256 tokens, 160 on average, against 32 x 64),
     # blocks of similar length batched together (little padding).
-    "mixed_lengths": (["--max_seq_length", "256", "--min_seq_length", "64", "--learning_rate", "5e-4",
-                       "--per_device_train_batch_size", "12", "--train_sampling_strategy", "group_by_length"], BASELINE_STAGE2, False),
-    "normalized": (BASELINE_STAGE1 + ["--loss_normalization", "teacher"], BASELINE_STAGE2, False),
-    "calibrated": (BASELINE_STAGE1, BASELINE_STAGE2, True),
-    "stage2_lr": (BASELINE_STAGE1, ["--learning_rate", "2e-4"], False),
+    "mixed_lengths": (["--max_seq_length", "256", "--min_seq_length", "64", "--per_device_train_batch_size", "12",
+                       "--train_sampling_strategy", "group_by_length"], [], False),
+    "normalized": (["--loss_normalization", "teacher"], [], False),
+    "calibrated": ([], [], True),
+    "stage2_lr": ([], ["--learning_rate", "2e-4"], False),
+}
+VARIANTS = {
+    "baseline": [],
+    "mixed_lengths": ["mixed_lengths"],
+    "normalized": ["normalized"],
+    "calibrated": ["calibrated"],
+    "stage2_lr": ["stage2_lr"],
+    "mixed_normalized": ["mixed_lengths", "normalized"],
+    "recipe": ["mixed_lengths", "normalized", "calibrated"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -70,14 +79,14 @@ LABELS = {
     "normalized": "terms normalised by the teacher",
     "calibrated": "activation-aware init",
     "stage2_lr": "stage 2 at lr 2e-4",
+    "mixed_normalized": "64-256-token blocks + normalised terms",
+    "recipe": "new recipe: 64-256-token blocks + normalised terms + activation-aware init",
 }
 
 
 def parse_args(argv=None):
     parser = experiment_parser(__doc__, "recipe", "tiny sizes, a few steps")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {list(VARIANTS)} or 'recipe'")
-    parser.add_argument("--recipe", nargs="*", default=None,
-                        help="variants whose changes make up 'recipe' (default: every one that helped)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--train_sentences", type=int, default=4000)
     parser.add_argument("--eval_sentences", type=int, default=1342)
     parser.add_argument("--news_articles", type=int, default=400)
@@ -153,15 +162,13 @@ def student_init(args, teacher_dir: Path, data: Path, calibrated: bool) -> Path:
     return out
 
 
-def variant_settings(args, name: str):
-    if name != "recipe":
-        return VARIANTS[name]
-    parts = args.recipe if args.recipe is not None else ["mixed_lengths", "normalized", "calibrated"]
+def variant_settings(name: str):
+    """(stage-1 flags, stage-2 flags, calibrated) of a variant: the baseline with its changes applied in order."""
     stage1, stage2, calibrated = list(BASELINE_STAGE1), list(BASELINE_STAGE2), False
-    for part in parts:
-        part_stage1, part_stage2, part_calibrated = VARIANTS[part]
-        stage1, stage2 = _merge(stage1, part_stage1), _merge(stage2, part_stage2)
-        calibrated = calibrated or part_calibrated
+    for change in VARIANTS[name]:
+        change_stage1, change_stage2, change_calibrated = CHANGES[change]
+        stage1, stage2 = _merge(stage1, change_stage1), _merge(stage2, change_stage2)
+        calibrated = calibrated or change_calibrated
     return stage1, stage2, calibrated
 
 
@@ -179,7 +186,7 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
     summary_path = args.cache_dir / name / "summary.json"
     if summary_path.is_file():
         return read_json(summary_path)
-    stage1_flags, stage2_flags, calibrated = variant_settings(args, name)
+    stage1_flags, stage2_flags, calibrated = variant_settings(name)
     init = student_init(args, teacher_dir, data, calibrated)
     stage1, stage2 = args.cache_dir / name / "stage1", args.cache_dir / name / "stage2"
     timings = {}
@@ -217,7 +224,7 @@ def measure_fidelity(args, teacher_dir: Path, student_dir: Path, data: Path) -> 
 
 def report(args) -> dict:
     rows, summaries = [], {}
-    for name in [*VARIANTS, "recipe"]:
+    for name in VARIANTS:
         path = args.cache_dir / name / "summary.json"
         if path.is_file():
             summaries[name] = read_json(path)
@@ -230,7 +237,7 @@ def report(args) -> dict:
         f = summary["fidelity"]
         agreement = f["news_agreement"]
         rows.append([
-            LABELS.get(name, "new recipe: " + ", ".join(args.recipe or ["mixed_lengths", "normalized", "calibrated"])),
+            LABELS[name],
             f"{f['snippets']['student']:.4f} ({f['snippets']['student'] / f['snippets']['teacher']:.1%})",
             *(f"{f['long_reviews'][length]['student']:.4f} (pos. {f['long_reviews'][length]['student_positive']:.2f}, "
               f"agree {f['long_reviews'][length]['student_agreement']:.3f})" for length in ("128", "256")),

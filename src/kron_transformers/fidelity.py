@@ -17,15 +17,14 @@ import torch
 import torch.nn.functional as F
 
 
-def _real_max_length(model, tokenizer) -> int:
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    model_max = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else None
-    return min(x for x in (limit, model_max, 10**9) if x is not None)
-
-
 def usable_lengths(lengths: Sequence[int], models, tokenizer) -> list[int]:
-    """``lengths`` capped at the shortest maximum length of ``models`` (e.g. 512 for BERT), without duplicates."""
-    cap = min(_real_max_length(model, tokenizer) for model in models)
+    """``lengths`` capped at the longest input every model and the tokenizer accept (e.g. 512 for BERT), without
+    duplicates."""
+    limits = [getattr(m.config, "max_position_embeddings", None) or getattr(m.config, "n_positions", None)
+              for m in models]
+    # Tokenizers without a limit report a huge sentinel (int(1e30)).
+    limits.append(tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None)
+    cap = min((limit for limit in limits if limit), default=max(lengths))
     return sorted({min(int(length), cap) for length in lengths})
 
 
