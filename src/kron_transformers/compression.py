@@ -71,9 +71,21 @@ def kronecker_class_for(dense_model: nn.Module, target_modules=None) -> type[Pre
             raise ValueError(f"Cannot build Kronecker classes for model_type {model_type!r}: {error}") from None
     if family is not None and type(dense_model) in family.classes:
         return family.classes[type(dense_model)]
-    supported = ", ".join(sorted(dense.__name__ for f in KRONECKER_FAMILIES.values() for dense in f.classes))
-    raise ValueError(
-        f"Cannot compress a {type(dense_model).__name__}: supported architectures are {supported}. For another "
+    raise ValueError(_unsupported(dense_model))
+
+
+def _built_in(model_type: str) -> bool:
+    """Whether a registered family compresses without ``target_modules`` (a field-based config or a target table)."""
+    family = KRONECKER_FAMILIES[model_type]
+    return not issubclass(family.config_class, KroneckerGenericConfigMixin) or model_type in KRONECKER_TARGET_MODULES
+
+
+def _unsupported(model: nn.Module) -> str:
+    supported = ", ".join(
+        sorted(dense.__name__ for t, f in KRONECKER_FAMILIES.items() if _built_in(t) for dense in f.classes)
+    )
+    return (
+        f"Cannot compress a {type(model).__name__}: supported architectures are {supported}. For another "
         "Transformers architecture with nn.Linear/Conv1D maps, pass target_modules=[...] (module-name patterns)."
     )
 
@@ -262,8 +274,8 @@ def kronecker_config_for(model: PreTrainedModel, compression, target_modules=Non
         targets = target_modules if target_modules is not None else KRONECKER_TARGET_MODULES.get(
             model.config.model_type
         )
-        if targets is None:
-            raise ValueError(f"No built-in targets for model_type {model.config.model_type!r}: pass target_modules.")
+        if targets is None:  # a family built earlier for target_modules has no table of its own
+            raise ValueError(_unsupported(model))
         resolved, skipped = resolve_targets(model, targets, compression, rank, layers)
     config_dict = model.config.to_dict()
     for key in ("model_type", "transformers_version", "architectures", "auto_map", "_name_or_path"):
