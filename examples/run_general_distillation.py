@@ -178,26 +178,36 @@ def main(argv=None):
             f"--min_seq_length and a larger --max_seq_length."
         )
 
-    def group(examples, indices):
-        concatenated = {k: list(chain(*examples[k])) for k in examples}
-        # Block lengths drawn from a generator seeded by the batch's position: the same blocks on every run.
-        generator = random.Random(f"{training_args.seed}-{indices[0] if indices else 0}")
-        bounds, start = [], 0
-        while True:
-            length = generator.randint(min_block, block_size)
-            if start + length > len(concatenated["input_ids"]):
-                break
-            bounds.append((start, start + length))
-            start += length
-        return {k: [v[i:j] for i, j in bounds] for k, v in concatenated.items()}
+    def grouper(shortest: int):
+        def group(examples, indices):
+            concatenated = {k: list(chain(*examples[k])) for k in examples}
+            # Block lengths drawn from a generator seeded by the batch's position: the same blocks on every run.
+            generator = random.Random(f"{training_args.seed}-{indices[0] if indices else 0}")
+            bounds, start = [], 0
+            while True:
+                length = generator.randint(shortest, block_size)
+                if start + length > len(concatenated["input_ids"]):
+                    break
+                bounds.append((start, start + length))
+                start += length
+            return {k: [v[i:j] for i, j in bounds] for k, v in concatenated.items()}
+
+        return group
 
     with training_args.main_process_first(desc="tokenizing and grouping"):
         tokenized = raw.map(tokenize, batched=True, num_proc=data_args.preprocessing_num_workers,
                             remove_columns=raw["train"].column_names, load_from_cache_file=not data_args.overwrite_cache,
                             desc="Tokenizing")
-        blocks = tokenized.map(group, batched=True, with_indices=True, num_proc=data_args.preprocessing_num_workers,
+        # Training blocks of mixed lengths; evaluation blocks of max_seq_length tokens, as run_mlm.py/run_clm.py cut
+        # them, so that perplexities stay comparable across settings.
+        blocks = datasets.DatasetDict({
+            split: dataset.map(grouper(min_block if split == "train" else block_size), batched=True,
+                               with_indices=True, num_proc=data_args.preprocessing_num_workers,
                                load_from_cache_file=not data_args.overwrite_cache,
-                               desc=f"Grouping into blocks of {min_block}-{block_size}")
+                               desc=f"Grouping {split} into blocks of {min_block if split == 'train' else block_size}"
+                                    f"-{block_size}")
+            for split, dataset in tokenized.items()
+        })
 
     def take(split, limit):
         dataset = blocks[split]
