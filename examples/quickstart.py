@@ -105,10 +105,13 @@ def time_inference(models, batch, repeats=10):
     return [sorted(record)[len(record) // 2] for record in times]
 
 
-def measure_fidelity(teacher, student, tokenizer, seed: int = 42, news_texts: int = 64) -> dict:
+def measure_fidelity(
+    teacher, student, tokenizer, seed: int = 42, news_texts: int = 64, snippets: int | None = None
+) -> dict:
     """Teacher and student in the distillation distribution and beyond it.
 
-    - ``snippets``: accuracy on every validation snippet (about 18 words; the inputs both stages trained on);
+    - ``snippets``: accuracy on the validation snippets (all, or the first ``snippets``; about 18 words each: the
+      inputs both stages trained on);
     - ``long_reviews``: accuracy on reviews of 128 and 256 tokens joined from same-movie, same-label validation
       snippets (no validation movie is in training), with each model's fraction of positive predictions;
     - ``news_agreement``: on held-out news articles (text of another domain) cut to 64, 128, 256 and 512 tokens, the
@@ -119,6 +122,8 @@ def measure_fidelity(teacher, student, tokenizer, seed: int = 42, news_texts: in
 
     models = {"teacher": teacher.eval(), "student": student.eval()}
     validation = load_rotten_tomatoes(seed=seed)["validation"]
+    if snippets is not None:  # the first ones, as write_data takes them
+        validation = validation.select(range(min(snippets, len(validation))))
     sentences, labels, movies = (list(validation[column]) for column in ("sentence", "label", "movie_name"))
     snippets = tokenizer(sentences, truncation=True, max_length=64)["input_ids"]
     result = {"snippets": {}}
@@ -221,7 +226,8 @@ def main(argv=None):
         same = torch.equal(reloaded(**batch).logits.argmax(-1), student.eval()(**batch).logits.argmax(-1))
 
     print("\n=== fidelity: beyond the distillation data ===", flush=True)
-    fidelity = measure_fidelity(teacher, student, tokenizer, seed=args.seed, news_texts=args.fidelity_texts)
+    fidelity = measure_fidelity(teacher, student, tokenizer, seed=args.seed, news_texts=args.fidelity_texts,
+                                snippets=args.eval_sentences)
 
     summary = {
         "teacher_accuracy": teacher_eval["eval_accuracy"],

@@ -440,7 +440,8 @@ def measure_fidelity(args, teacher, student, data) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
     import quickstart
 
-    return quickstart.measure_fidelity(teacher, student, data["tokenizer"], args.seed, args.fidelity_texts)
+    return quickstart.measure_fidelity(teacher, student, data["tokenizer"], args.seed, args.fidelity_texts,
+                                       snippets=args.eval_sentences)
 
 
 def loss_weights(args, stage: str) -> dict[str, float]:

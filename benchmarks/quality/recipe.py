@@ -100,7 +100,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.train_sentences, args.news_articles, args.stage1_steps, args.batch_size = 64, 20, 2, 4
-        args.stage2_epochs, args.teacher_epochs, args.fidelity_texts = 0.5, 0.5, 8
+        args.stage2_epochs, args.teacher_epochs, args.fidelity_texts, args.eval_sentences = 0.5, 0.5, 8, 96
     resolve_dirs(args, "recipe")
     return args
 
@@ -219,7 +219,8 @@ def measure_fidelity(args, teacher_dir: Path, student_dir: Path, data: Path) -> 
 
     return quickstart.measure_fidelity(AutoModelForSequenceClassification.from_pretrained(teacher_dir),
                                        AutoModelForSequenceClassification.from_pretrained(student_dir),
-                                       AutoTokenizer.from_pretrained(teacher_dir), args.seed, args.fidelity_texts)
+                                       AutoTokenizer.from_pretrained(teacher_dir), args.seed, args.fidelity_texts,
+                                       snippets=args.eval_sentences)
 
 
 def report(args) -> dict:
