@@ -412,8 +412,10 @@ def test_save_pretrained_then_auto_from_pretrained_gives_identical_outputs(dense
     loaded = HEADS[dense_class].from_pretrained(tmp_path, attn_implementation="eager")  # the backend is not saved
     assert type(loaded) is KRONECKER_HEADS[dense_class]
     inputs = model_inputs(dense_class)
+    # Same weights, same inputs; up to one float32 rounding (seen once on a logit in a full-suite run: the BLAS path
+    # can depend on the tensors' memory alignment).
     assert_outputs_close(loaded(**inputs, output_hidden_states=True), kronecker(**inputs, output_hidden_states=True),
-                         rtol=0, atol=0)
+                         rtol=1e-6, atol=1e-6)
 
 
 def test_from_pretrained_initialises_missing_kronecker_factors(tmp_path):
