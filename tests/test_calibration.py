@@ -124,26 +124,11 @@ def test_compress_with_calibration_lowers_the_output_error_and_reports_it():
                      moments[m.name]).item() for m in linear)
 
 
-WORDS = "the a cat dog sat on mat and ran fast slow red big small".split()
-
-
-@pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory):
-    from transformers import BertForMaskedLM, BertTokenizer
-
-    folder = tmp_path_factory.mktemp("dense") / "tiny-bert"
-    torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=64)
-    BertForMaskedLM(config).save_pretrained(folder)
-    vocab = folder.parent / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(str(vocab)).save_pretrained(folder)
-    return folder
-
 
 def test_kron_compress_calibration_file_gives_the_calibrated_factors(capsys, tmp_path, bert_dir):
     from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
+    from conftest import WORDS
     from kron_transformers.cli import main
 
     texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(12)]
