@@ -222,8 +222,11 @@ def test_overwrite_replaces_a_non_empty_output_dir(capsys, tmp_path, bert_dir):
             r"Cannot compress a GPT2ForQuestionAnswering",
         ),
         (lambda d: [d["bert"], "--compression", "4", "--push_to_hub"], r"Cannot create the Hub repo 'out': "),
+        (lambda d: [d["bert"], "--compression", "0.5"], r"compression must be a finite .* above 1 .*got 0\.5"),
+        (lambda d: [d["bert"], "--compression", "1.0"], r"compression must be a finite .* above 1 .*got 1\.0"),
     ],
-    ids=["missing", "file", "hub", "architecture", "preset", "preset-shapes", "rank", "task", "task-arch", "offline"],
+    ids=["missing", "file", "hub", "architecture", "preset", "preset-shapes", "rank", "task", "task-arch", "offline",
+         "ratio-half", "ratio-one"],
 )
 def test_bad_input_fails_with_one_line_and_no_output(
     capsys, tmp_path, bert_dir, gpt2_dir, distil_dir, make_args, message
@@ -444,3 +447,45 @@ def test_a_signal_while_writing_leaves_nothing_behind(capsys, tmp_path, bert_dir
     assert err.strip().splitlines()[-1] == f"kron-compress: interrupted ({signal_name}); nothing was written"
     assert list(tmp_path.iterdir()) == []
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # the caller's handlers are back
+
+
+def test_the_console_script_is_the_startup_guard():
+    from importlib.metadata import entry_points
+
+    [script] = [ep for ep in entry_points(group="console_scripts") if ep.name == "kron-compress"]
+    assert script.value == "_kron_compress:main"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/<pid>/maps to time the signal")
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_startup_imports_gives_one_line(tmp_path, signal_name):
+    import signal
+    import time
+
+    # The generated console script, verbatim in effect: import the entry module, call main().
+    command = [sys.executable, "-c", "import sys; from _kron_compress import main; sys.exit(main())",
+               str(tmp_path / "missing"), str(tmp_path / "out")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    # torch's shared library is mapped early in `import kron_transformers` (which goes on to import Transformers,
+    # datasets, ...): the signal lands in the middle of the start-up imports.
+    while time.monotonic() < deadline and process.poll() is None and "libtorch" not in maps.read_text():
+        time.sleep(0.005)
+    process.send_signal(getattr(signal, signal_name))
+    out, err = process.communicate(timeout=120)
+    signum = getattr(signal, signal_name)
+    assert process.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    expected = f"kron-compress: interrupted ({signal_name}) while starting; nothing was written"
+    assert err.strip().splitlines() == [expected]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_ratio_is_one_warning_line(capsys, tmp_path, bert_dir):
+    status, out, err = run_cli(capsys, bert_dir, tmp_path / "out", "--compression", "1e9")
+    assert status == 0, err
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert re.fullmatch(r"kron-compress: warning: compression=1e\+09 was requested for each factored map, but the "
+                        r"whole model is [0-9.]+x smaller .*", warning), warning
+    assert "UserWarning" not in err and "warnings.warn" not in err

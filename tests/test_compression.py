@@ -71,6 +71,22 @@ def test_huge_weights_give_a_finite_relative_error_equal_to_the_unscaled_one():
     assert "nan" not in report.to_markdown()
 
 
+@pytest.mark.parametrize("rank", [1, 2])
+def test_the_blockwise_relative_error_equals_the_explicit_one(rank):
+    from kron_transformers.compression import _relative_error
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(rank, 130, 32, generator=generator)  # 130 x 32 blocks of 32 x 64: three blocks of rows
+    b = torch.randn(rank, 32, 64, generator=generator)
+    explicit = sum(torch.kron(a[r].double(), b[r].double()) for r in range(rank))
+    weight = (explicit + 0.3 * torch.randn(explicit.shape, generator=generator, dtype=torch.float64)).float()
+    expected = (torch.linalg.matrix_norm(weight.double() - explicit) / torch.linalg.matrix_norm(weight.double()))
+    assert _relative_error(weight, a, b) == pytest.approx(expected.item(), rel=1e-12)
+    assert _relative_error(weight.T, a.transpose(1, 2), b.transpose(1, 2)) == pytest.approx(expected.item(), rel=1e-12)
+    assert _relative_error(explicit.float(), a, b) < 1e-6  # exact up to the float32 rounding of W
+    assert _relative_error(torch.zeros_like(weight), torch.zeros_like(a), b) == 0.0
+
+
 # ---- item 5: ratios that cannot be reached
 
 

@@ -2,6 +2,7 @@
 package needs at import time."""
 
 import configparser
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +32,18 @@ def test_pytest_reads_its_configuration_from_pyproject(pytestconfig):
     assert "--strict-markers" in pytestconfig.getini("addopts") and "-ra" in pytestconfig.getini("addopts")
     markers = {line.split(":")[0] for line in pytestconfig.getini("markers")}
     assert {"slow", "real_assets"} <= markers
+
+
+def test_no_test_module_ignores_warnings_wholesale():
+    # Warnings are filtered in one place (pyproject.toml), each by category and module; a test module that ignores
+    # them wholesale (a pytestmark filter, a bare "ignore") hides the deprecations the strict filters exist to catch.
+    pattern = re.compile(r"""filterwarnings\(\s*["']ignore|simplefilter\(\s*["']ignore["']\s*\)|-W\s*ignore""")
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted((ROOT / "tests").glob("*.py")) if path.name != Path(__file__).name
+        for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)
+    ]
+    assert offenders == []
 
 
 @pytest.mark.parametrize("category", [DeprecationWarning, FutureWarning])

@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -400,9 +401,16 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         encoded = tokenizer(calibration_texts, truncation=True, max_length=max_length)
         calibration_data = [{"input_ids": ids} for ids in encoded["input_ids"]]
     try:
-        model = compression_module.compress(
-            dense, compression, calibration_data=calibration_data, show_progress=True, **overrides
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            model = compression_module.compress(
+                dense, compression, calibration_data=calibration_data, show_progress=True, **overrides
+            )
+        for warning in caught:  # compress()'s own (an unreachable ratio, maps kept dense) as one line each
+            if issubclass(warning.category, UserWarning) and "kron_transformers" in warning.filename:
+                print(f"{PROG}: warning: {_one_line(warning.message)}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     except ValueError as error:
         raise CliError(_one_line(error)) from error
     except torch.linalg.LinAlgError as error:  # non-finite weights, should `compress` not name them itself

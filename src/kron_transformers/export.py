@@ -27,8 +27,9 @@ from torch import nn
 # Inputs taken by the exported graph, in this order, when the model's forward accepts them (token_type_ids only for
 # models that have token types).
 _INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-# Outputs never exported: optional extras and the KV cache (the graph runs full sequences, use_cache=False).
-_SKIPPED_OUTPUTS = {"past_key_values", "hidden_states", "attentions", "cross_attentions", "loss"}
+# Outputs never exported: optional extras and the KV cache (the graph runs full sequences, use_cache=False); the cache
+# is `cache` from Transformers 5.24, `past_key_values` before.
+_SKIPPED_OUTPUTS = {"cache", "past_key_values", "hidden_states", "attentions", "cross_attentions", "loss"}
 
 
 def _is_multiple_choice(model: nn.Module) -> bool:
@@ -136,7 +137,7 @@ def export_onnx(
     try:
         inputs = example_inputs(model, batch_size, sequence_length)
         input_names = list(inputs)
-        wrapper = _OnnxWrapper(model, input_names, [])
+        wrapper = _OnnxWrapper(model, input_names, []).eval()  # a new module trains by default: export warns
         wrapper.output_names = _output_names(model, inputs, wrapper.extra)
         axes = {0: "batch", 2: "sequence"} if _is_multiple_choice(model) else {0: "batch", 1: "sequence"}
         path.parent.mkdir(parents=True, exist_ok=True)
