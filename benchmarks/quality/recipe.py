@@ -53,7 +53,8 @@ from common import (  # noqa: E402
 
 # The baseline's flags, and each change as (stage-1 flags, stage-2 flags, calibrated initialisation) that override
 # or extend them; combined variants list the changes they apply.
-BASELINE_STAGE1 = ["--max_seq_length", "64", "--learning_rate", "5e-4"]
+# Blocks of 64 tokens only: run_general_distillation now mixes lengths by default (min max_seq_length // 4).
+BASELINE_STAGE1 = ["--max_seq_length", "64", "--min_seq_length", "64", "--learning_rate", "5e-4"]
 BASELINE_STAGE2 = ["--learning_rate", "1e-4"]
 CHANGES = {
     # Same steps and about the same tokens per step (12 blocks of 64-256 tokens, 160 on average, against 32 x 64),
@@ -231,6 +232,8 @@ def report(args) -> dict:
             summaries[name] = read_json(path)
     if not summaries:
         raise SystemExit(f"Nothing finished yet under {args.cache_dir}.")
+    summaries = {**earlier_summaries(args, summaries), **summaries}
+    summaries = {name: summaries[name] for name in VARIANTS if name in summaries}
     teacher = next(iter(summaries.values()))["fidelity"]
     rows.append(["teacher", f"{teacher['snippets']['teacher']:.4f}",
                  *(f"{teacher['long_reviews'][length]['teacher']:.4f}" for length in ("128", "256")), "", "", "", ""])
@@ -263,6 +266,27 @@ def report(args) -> dict:
     print(markdown)
     print(f"wrote {json_path} and {md_path}")
     return payload
+
+
+def earlier_summaries(args, summaries: dict) -> dict:
+    """Variants finished by an earlier run whose cache is gone, from the results JSON it wrote -- kept only when that
+    run's teacher scored exactly as this one's (the same seeded teacher), so every row compares against one teacher."""
+    path = args.results_dir / "recipe.json"
+    if not path.is_file():
+        return {}
+    earlier = read_json(path).get("variants", {})
+    teacher = teacher_figures(next(iter(summaries.values())))
+    kept = {name: summary for name, summary in earlier.items()
+            if name in VARIANTS and name not in summaries and teacher_figures(summary) == teacher}
+    dropped = sorted(set(earlier) - set(summaries) - set(kept))
+    if dropped:
+        print(f"not reusing {dropped} from {path}: that run's teacher scored differently", flush=True)
+    return kept
+
+
+def teacher_figures(summary: dict) -> tuple:
+    f = summary["fidelity"]
+    return (f["snippets"]["teacher"], *(f["long_reviews"][length]["teacher"] for length in ("128", "256")))
 
 
 def plot(args, summaries: dict) -> Path:
