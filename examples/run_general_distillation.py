@@ -3,8 +3,9 @@
 """Stage 1: general (task-agnostic) distillation of a Kronecker student from its dense teacher on raw text.
 
 The student learns the teacher's embeddings, hidden states and attention scores (ILKD, KroneckerBERT Sec. 3.3)
-on unlabelled text, with the masked-LM objective for BERT-like models and the causal-LM objective for GPT-2-like
-ones (their weights are ``--alpha_task`` and ``--alpha_logits``). Like Transformers' ``run_mlm.py``/``run_clm.py``:
+on unlabelled text, with the masked-LM objective for models that have a masked-LM head (BERT, RoBERTa, DistilBERT)
+and the causal-LM objective for the others (GPT-2, Llama/SmolLM2, Mistral, Qwen); their weights are ``--alpha_task``
+and ``--alpha_logits``. Like Transformers' ``run_mlm.py``/``run_clm.py``:
 
     python examples/run_general_distillation.py --teacher_name_or_path ./bert-base \\
         --compression kronecker-bert-8 --train_file news.txt --validation_file news_dev.txt \\
@@ -32,6 +33,8 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_MASKED_LM_MAPPING,
     HfArgumentParser,
     set_seed,
 )
@@ -54,7 +57,7 @@ class ModelArguments:
         default=None, metadata={"help": "Make the student by compressing the teacher: a preset name or a ratio."}
     )
     objective: str | None = field(
-        default=None, metadata={"help": "'mlm' or 'clm'; default from the teacher (causal for GPT-2, masked otherwise)."}
+        default=None, metadata={"help": "'mlm' or 'clm'; default from the teacher (masked where it has a masked-LM head, else causal)."}
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the teacher's."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads from the Hub."})
@@ -119,6 +122,17 @@ def parse_compression(value):
         return value
 
 
+def default_objective(config) -> str:
+    """Masked LM for architectures that have a masked-LM head (BERT, RoBERTa, DistilBERT, ...), causal LM for the
+    others (GPT-2, Llama, Mistral, Qwen, ...)."""
+    if type(config) in MODEL_FOR_MASKED_LM_MAPPING:
+        return "mlm"
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return "clm"
+    raise ValueError(f"The teacher ({config.model_type}) has neither a masked-LM nor a causal-LM head in Transformers; "
+                     "general distillation needs one of them (--objective mlm|clm).")
+
+
 def main(argv=None):
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, IlkdTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
@@ -133,7 +147,7 @@ def main(argv=None):
     hub_kwargs = {"cache_dir": model_args.cache_dir, "token": model_args.token,
                   "trust_remote_code": model_args.trust_remote_code}
     teacher_config = AutoConfig.from_pretrained(model_args.teacher_name_or_path, **hub_kwargs)
-    objective = model_args.objective or ("clm" if teacher_config.model_type in ("gpt2", "kronecker_gpt2") else "mlm")
+    objective = model_args.objective or default_objective(teacher_config)
     auto_class = AutoModelForCausalLM if objective == "clm" else AutoModelForMaskedLM
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.teacher_name_or_path, **hub_kwargs)
     if tokenizer.pad_token is None:

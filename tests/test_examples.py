@@ -29,6 +29,8 @@ from transformers import (
     BertTokenizerFast,
     GPT2Config,
     GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
 )
 
 import kron_transformers
@@ -373,6 +375,32 @@ def test_run_general_distillation_gpt2_clm_reports_the_students_own_perplexity(g
     with torch.no_grad():
         own_loss = student(input_ids=blocks, labels=blocks).loss.item()
     assert results["eval_loss"] == pytest.approx(own_loss, rel=1e-4)
+
+
+def test_run_general_distillation_with_a_llama_teacher(gpt2_dir, text_files, tmp_path):
+    # A Llama-family teacher (grouped-query attention, gated MLP, rotary positions, untied head) takes the causal-LM
+    # objective and gives a Kronecker Llama student that reloads through AutoModelForCausalLM.
+    train_file, validation_file = text_files
+    teacher_dir = tmp_path / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(teacher_dir)
+    trainer = run_general_distillation.main([
+        "--teacher_name_or_path", str(teacher_dir), "--compression", "2", "--train_file", str(train_file),
+        "--validation_file", str(validation_file), "--max_seq_length", "32", "--do_train", "--do_eval",
+        *training_flags(tmp_path / "out"),
+    ])
+    assert {"loss_embedding", "loss_hidden", "loss_attention", "loss_logits"} <= logged_keys(trainer)
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert type(student).__name__ == "KroneckerLlamaForCausalLM"
+    assert isinstance(student.lm_head, kron_transformers.KroneckerLinear)
+    assert isinstance(student.model.layers[0].self_attn.k_proj, kron_transformers.KroneckerLinear)
+    results = read_json(tmp_path / "out" / "eval_results.json")
+    assert results["perplexity"] == pytest.approx(math.exp(results["eval_loss"])) and results["eval_samples"] > 0
 
 
 def test_run_general_distillation_rejects_bad_arguments(bert_dir, text_files, tmp_path):
