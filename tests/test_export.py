@@ -119,7 +119,7 @@ def test_dense_model_exports_too(tmp_path):
 def test_int8_quantises_the_factors_and_stays_close(tmp_path):
     model = build("KroneckerBertForSequenceClassification", bert_config(rank=1))
     path = export_onnx(model, tmp_path / "model.onnx")
-    quantized = quantize_onnx_int8(path, tmp_path / "model.int8.onnx")
+    quantized = quantize_onnx_int8(path, tmp_path / "model.int8.onnx", min_weight_side=1)  # every factor
     graph = onnx.load(str(quantized)).graph
     ops = [node.op_type for node in graph.node]
     assert any(op in ("DynamicQuantizeMatMul", "MatMulInteger") for op in ops), sorted(set(ops))
@@ -135,6 +135,26 @@ def test_int8_quantises_the_factors_and_stays_close(tmp_path):
     assert 0.98 < cosine.item() and not torch.equal(float_logits, int8_logits)
 
 
+def test_int8_keeps_products_with_a_small_weight_in_float(tmp_path):
+    model = build("KroneckerBertForSequenceClassification", bert_config(rank=1))
+    path = export_onnx(model, tmp_path / "model.onnx")
+
+    def constant_weight_sides(graph):
+        shapes = {init.name: tuple(init.dims) for init in graph.initializer}
+        return [min(shapes[node.input[1]]) for node in graph.node if node.op_type in ("MatMul", "Gemm")
+                and node.input[1] in shapes and len(shapes[node.input[1]]) == 2]
+
+    sides = constant_weight_sides(onnx.load(str(path)).graph)
+    threshold = sorted(set(sides))[len(set(sides)) // 2]  # some products on each side of it
+    small = sum(side < threshold for side in sides)
+    assert 0 < small < len(sides)
+    graph = onnx.load(str(quantize_onnx_int8(path, tmp_path / "model.int8.onnx", min_weight_side=threshold))).graph
+    assert sorted(constant_weight_sides(graph)) == sorted(side for side in sides if side < threshold)  # still float
+    int8_weights = [init for init in graph.initializer
+                    if init.data_type == onnx.TensorProto.INT8 and init.name.endswith("_quantized")]
+    assert len(int8_weights) == len(sides) - small
+
+
 def test_bad_arguments(tmp_path):
     model = build("KroneckerBertModel", bert_config())
     with pytest.raises(ValueError, match=r"\.onnx"):
@@ -146,6 +166,9 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(OSError, match="No ONNX file"):
         quantize_onnx_int8(tmp_path / "missing.onnx", tmp_path / "out.onnx")
     assert not (tmp_path / "model.onnx").exists()
+    with pytest.raises(ValueError, match="min_weight_side must be a positive integer; got 0"):
+        quantize_onnx_int8(export_onnx(model, tmp_path / "model.onnx"), tmp_path / "out.onnx", min_weight_side=0)
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_cli_export_onnx(tmp_path):
