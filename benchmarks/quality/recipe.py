@@ -13,7 +13,8 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
 - ``normalized``: every squared-error term divided by the teacher's mean square (``--loss_normalization teacher``).
 - ``calibrated``: activation-aware initialisation (``compress(..., calibration_data=)`` on 128 news blocks).
 - ``stage2_lr``: stage 2 at lr 2e-4 (the quality benchmark's) instead of 1e-4.
-- ``recipe``: the new defaults, everything that helped together.
+- ``mixed_calibrated``: mixed lengths and the activation-aware initialisation, terms as they come.
+- ``recipe``: mixed lengths, normalised terms and the activation-aware initialisation together.
 
 Every student is measured in the distribution (the 64-token validation snippets) and beyond it: accuracy on long
 reviews joined from same-movie, same-label validation snippets (128 and 256 tokens; no movie is in training), and
@@ -72,6 +73,7 @@ VARIANTS = {
     "calibrated": ["calibrated"],
     "stage2_lr": ["stage2_lr"],
     "mixed_normalized": ["mixed_lengths", "normalized"],
+    "mixed_calibrated": ["mixed_lengths", "calibrated"],
     "recipe": ["mixed_lengths", "normalized", "calibrated"],
 }
 LABELS = {
@@ -81,6 +83,7 @@ LABELS = {
     "calibrated": "activation-aware init",
     "stage2_lr": "stage 2 at lr 2e-4",
     "mixed_normalized": "64-256-token blocks + normalised terms",
+    "mixed_calibrated": "64-256-token blocks + activation-aware init",
     "recipe": "new recipe: 64-256-token blocks + normalised terms + activation-aware init",
 }
 
