@@ -1,5 +1,5 @@
 # Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
-"""Peak memory of ``compress()``: BERT_BASE (``BertForMaskedLM``, random weights) to KroneckerBERT_8, in a fresh process.
+"""Peak memory of ``compress()``: BERT_BASE (``BertForMaskedLM``, random weights) to KroneckerBERT_8, fresh process.
 
     python benchmarks/compress_memory.py [--label NAME] [--compression kronecker-bert-8] [--threads 2]
 
@@ -70,7 +70,8 @@ def main(argv=None):
     rows[args.label] = row
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| version | RSS with the dense model | peak during compress() | excess | seconds |", "|---|---|---|---|---|"]
+    lines = ["| version | RSS with the dense model | peak during compress() | excess | seconds |",
+             "|---|---|---|---|---|"]
     lines += [f"| {label} | {r['start_mib']:.0f} MiB | {r['peak_mib']:.0f} MiB | {r['excess_mib']:.0f} MiB | "
               f"{r['seconds']:.1f} |" for label, r in rows.items()]
     markdown = ("# Peak memory of compress(): BERT_BASE (BertForMaskedLM) to " + args.compression + "\n\n"

@@ -28,13 +28,13 @@ import datasets
 import transformers
 from datasets import load_dataset
 from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_MASKED_LM_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
-    MODEL_FOR_CAUSAL_LM_MAPPING,
-    MODEL_FOR_MASKED_LM_MAPPING,
     HfArgumentParser,
     set_seed,
 )
@@ -57,7 +57,8 @@ class ModelArguments:
         default=None, metadata={"help": "Make the student by compressing the teacher: a preset name or a ratio."}
     )
     objective: str | None = field(
-        default=None, metadata={"help": "'mlm' or 'clm'; default from the teacher (masked where it has a masked-LM head, else causal)."}
+        default=None,
+        metadata={"help": "'mlm' or 'clm'; default from the teacher (masked if it has an MLM head, else causal)."},
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the teacher's."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads from the Hub."})
@@ -129,8 +130,8 @@ def default_objective(config) -> str:
         return "mlm"
     if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
         return "clm"
-    raise ValueError(f"The teacher ({config.model_type}) has neither a masked-LM nor a causal-LM head in Transformers; "
-                     "general distillation needs one of them (--objective mlm|clm).")
+    raise ValueError(f"The teacher ({config.model_type}) has neither a masked-LM nor a causal-LM head in "
+                     "Transformers; general distillation needs one of them (--objective mlm|clm).")
 
 
 def main(argv=None):

@@ -232,12 +232,12 @@ def quantize_onnx_int8(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(
         path, output_path, op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
-        weight_type=QuantType.QInt8, nodes_to_exclude=small_weight_products(onnx.load(path), min_weight_side),
+        weight_type=QuantType.QInt8, nodes_to_exclude=_small_weight_products(onnx.load(path), min_weight_side),
     )
     return output_path
 
 
-def small_weight_products(model, min_weight_side: int) -> list[str]:
+def _small_weight_products(model, min_weight_side: int) -> list[str]:
     """Names of the ``MatMul``/``Gemm`` nodes of an ONNX ``model`` whose constant weight has a side below
     ``min_weight_side``."""
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
