@@ -225,6 +225,15 @@ def test_recipe_study_smoke_measures_fidelity_and_resumes(tmp_path):
     # A second run finds every variant finished and only rewrites the report.
     again = recipe.main(argv)
     assert again["variants"] == payload["variants"]
+    # Another student seed: its own row beside the first, the same teacher, and a row of means over the seeds.
+    seeded = recipe.main([*argv[:-2], "baseline", "--student_seed", "7"])
+    assert set(seeded["variants"]) == {"baseline", "baseline@seed7", "recipe"}
+    assert seeded["variants"]["baseline@seed7"]["student_seed"] == 7
+    assert seeded["variants"]["baseline"]["student_seed"] == 42
+    assert recipe.teacher_figures(seeded["variants"]["baseline@seed7"]) == recipe.teacher_figures(
+        seeded["variants"]["baseline"])
+    markdown = (tmp_path / "results" / "recipe.md").read_text()
+    assert "(student seed 7)" in markdown and "Across student seeds" in markdown
 
 
 @pytest.mark.real_assets

@@ -21,6 +21,8 @@ reviews joined from same-movie, same-label validation snippets (128 and 256 toke
 agreement with the teacher (identical predictions, mean KL) on held-out news cut to 64/128/256/512 tokens.
 
     python benchmarks/quality/recipe.py --variants baseline mixed_lengths      # resumable; one job per core
+    python benchmarks/quality/recipe.py --variants mixed_lengths --student_seed 43   # the same teacher, another
+                                                                              # distillation seed (student noise)
     python benchmarks/quality/recipe.py --report_only                         # table + plot from the cache
 
 Results: ``benchmarks/results/recipe.{json,md,png}``.
@@ -100,6 +102,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--compression", default="4")
     parser.add_argument("--fidelity_texts", type=int, default=200, help="held-out news texts per length")
+    parser.add_argument("--student_seed", type=int, default=None,
+                        help="seed of both distillation stages (data order, masking, dropout); default --seed. The "
+                        "teacher and the data always follow --seed, so rows of several student seeds share a teacher")
     parser.add_argument("--report_only", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -109,8 +114,22 @@ def parse_args(argv=None):
     return args
 
 
-def flags(args, output_dir: Path) -> list[str]:
-    return ["--output_dir", str(output_dir), "--seed", str(args.seed), "--per_device_train_batch_size",
+def student_seed(args) -> int:
+    return args.seed if args.student_seed is None else args.student_seed
+
+
+def run_key(args, name: str) -> str:
+    """``name`` for the default student seed, ``name@seed<S>`` for another one (its own cache folder and row)."""
+    return name if student_seed(args) == args.seed else f"{name}@seed{student_seed(args)}"
+
+
+def variant_of(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
+def flags(args, output_dir: Path, seed: int | None = None) -> list[str]:
+    seed = args.seed if seed is None else seed
+    return ["--output_dir", str(output_dir), "--seed", str(seed), "--per_device_train_batch_size",
             str(args.batch_size), "--per_device_eval_batch_size", "128", "--save_strategy", "no", "--report_to",
             "none", "--logging_steps", "25", "--dataloader_num_workers", "0", "--disable_tqdm", "true"]
 
@@ -187,12 +206,14 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
     import run_general_distillation
     import run_glue
 
-    summary_path = args.cache_dir / name / "summary.json"
+    key, seed = run_key(args, name), student_seed(args)
+    folder = args.cache_dir / key.replace("@", "-")
+    summary_path = folder / "summary.json"
     if summary_path.is_file():
         return read_json(summary_path)
     stage1_flags, stage2_flags, calibrated = variant_settings(name)
     init = student_init(args, teacher_dir, data, calibrated)
-    stage1, stage2 = args.cache_dir / name / "stage1", args.cache_dir / name / "stage2"
+    stage1, stage2 = folder / "stage1", folder / "stage2"
     timings = {}
     if not (stage1 / "train_results.json").is_file():
         began = time.time()
@@ -201,16 +222,16 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
             "--teacher_name_or_path", str(teacher_dir), "--model_name_or_path", str(init),
             "--train_file", str(data / "news_train.txt"), "--do_train", "--max_steps", str(args.stage1_steps),
             "--warmup_steps", str(max(args.stage1_steps // 5, 1)), "--alpha_task", "0", "--alpha_logits", "0",
-            *flags(args, stage1), *stage1_flags])
+            *flags(args, stage1, seed), *stage1_flags])
         timings["stage1_seconds"] = time.time() - began
     if not (stage2 / "eval_results.json").is_file():
         began = time.time()
         run_glue.main(["--model_name_or_path", str(stage1), "--teacher_name_or_path", str(teacher_dir),
                        *glue_files(data), "--do_train", "--do_eval", "--max_seq_length", "64",
                        "--num_train_epochs", str(args.stage2_epochs), "--warmup_steps", "0.1",
-                       *stage2_flags, *flags(args, stage2)])
+                       *stage2_flags, *flags(args, stage2, seed)])
         timings["stage2_seconds"] = time.time() - began
-    summary = {"name": name, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
+    summary = {"name": name, "student_seed": seed, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
                **timings, "fidelity": measure_fidelity(args, teacher_dir, stage2, data)}
     write_json(summary_path, summary)
     return read_json(summary_path)  # as a later run reads it (JSON keys are strings)
@@ -230,13 +251,15 @@ def measure_fidelity(args, teacher_dir: Path, student_dir: Path, data: Path) -> 
 def report(args) -> dict:
     rows, summaries = [], {}
     for name in VARIANTS:
-        path = args.cache_dir / name / "summary.json"
-        if path.is_file():
-            summaries[name] = read_json(path)
+        for path in (args.cache_dir / name / "summary.json", *args.cache_dir.glob(f"{name}-seed*/summary.json")):
+            if path.is_file():
+                folder = path.parent.name
+                summaries[name if folder == name else f"{name}@{folder[len(name) + 1:]}"] = read_json(path)
     if not summaries:
         raise SystemExit(f"Nothing finished yet under {args.cache_dir}.")
     summaries = {**earlier_summaries(args, summaries), **summaries}
-    summaries = {name: summaries[name] for name in VARIANTS if name in summaries}
+    summaries = {key: summaries[key] for key in sorted(summaries, key=lambda k: (list(VARIANTS).index(variant_of(k)),
+                                                                                  k))}
     teacher = next(iter(summaries.values()))["fidelity"]
     rows.append(["teacher", f"{teacher['snippets']['teacher']:.4f}",
                  *(f"{teacher['long_reviews'][length]['teacher']:.4f}" for length in ("128", "256")), "", "", "", ""])
@@ -244,7 +267,7 @@ def report(args) -> dict:
         f = summary["fidelity"]
         agreement = f["news_agreement"]
         rows.append([
-            LABELS[name],
+            LABELS[variant_of(name)] + (f" (student seed {summary['student_seed']})" if "@" in name else ""),
             f"{f['snippets']['student']:.4f} ({f['snippets']['student'] / f['snippets']['teacher']:.1%})",
             *(f"{f['long_reviews'][length]['student']:.4f} (pos. {f['long_reviews'][length]['student_positive']:.2f}, "
               f"agree {f['long_reviews'][length]['student_agreement']:.3f})" for length in ("128", "256")),
@@ -260,7 +283,8 @@ def report(args) -> dict:
         f"Budget per student: stage 1 {args.stage1_steps} steps x {args.batch_size} news blocks, stage 2 "
         f"{args.stage2_epochs:g} epochs x {args.train_sentences} snippets (batch {args.batch_size}). News agreement: "
         f"fraction of identical predictions / mean KL(teacher || student) on up to {args.fidelity_texts} held-out "
-        "news articles cut to each length.\n\n" + markdown_table(header, rows) + "\n"
+        f"news articles cut to each length. Student seed {args.seed} unless stated (the teacher's always).\n\n"
+        + markdown_table(header, rows) + "\n" + seed_table(summaries)
     )
     payload = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "variants": summaries}
@@ -269,6 +293,30 @@ def report(args) -> dict:
     print(markdown)
     print(f"wrote {json_path} and {md_path}")
     return payload
+
+
+def seed_table(summaries: dict) -> str:
+    """Mean and range over student seeds of the main figures, for the variants run with more than one."""
+    by_variant: dict[str, list[dict]] = {}
+    for key, summary in summaries.items():
+        by_variant.setdefault(variant_of(key), []).append(summary["fidelity"])
+    rows = []
+    for name, runs in by_variant.items():
+        if len(runs) < 2:
+            continue
+        figures = {
+            "snippets": [f["snippets"]["student"] for f in runs],
+            "128": [f["long_reviews"]["128"]["student"] for f in runs],
+            "256": [f["long_reviews"]["256"]["student"] for f in runs],
+            "news": [sum(v["agreement"] for v in f["news_agreement"].values()) / len(f["news_agreement"]) for f in runs],
+        }
+        rows.append([LABELS[name], str(len(runs)),
+                     *(f"{sum(v) / len(v):.4f} ({min(v):.4f}-{max(v):.4f})" for v in figures.values())])
+    if not rows:
+        return ""
+    header = ["student (~4x)", "seeds", "snippets acc.", "joined reviews 128", "joined reviews 256",
+              "news agreement (mean of 64-512)"]
+    return "\nAcross student seeds (mean, then range):\n\n" + markdown_table(header, rows) + "\n"
 
 
 def earlier_summaries(args, summaries: dict) -> dict:
@@ -280,7 +328,7 @@ def earlier_summaries(args, summaries: dict) -> dict:
     earlier = read_json(path).get("variants", {})
     teacher = teacher_figures(next(iter(summaries.values())))
     kept = {name: summary for name, summary in earlier.items()
-            if name in VARIANTS and name not in summaries and teacher_figures(summary) == teacher}
+            if variant_of(name) in VARIANTS and name not in summaries and teacher_figures(summary) == teacher}
     dropped = sorted(set(earlier) - set(summaries) - set(kept))
     if dropped:
         print(f"not reusing {dropped} from {path}: that run's teacher scored differently", flush=True)
