@@ -186,6 +186,25 @@ def test_card_without_report_results_or_distillation(tmp_path):
     assert 'AutoModel.from_pretrained("my-bert-kronecker", trust_remote_code=True)' in text
 
 
+def test_card_of_a_calibrated_compression_says_so_and_gives_the_output_errors(tmp_path):
+    dense = tiny_bert()
+    plain = str(write_model_card(compress(dense, 4.0, show_progress=False), tmp_path))
+    assert "the nearest Kronecker product of each dense weight" in flat(plain)
+    assert "output error" not in plain and "activation-aware" not in plain
+    generator = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(0, 100, (4, 12), generator=generator)} for _ in range(2)]
+    model = compress(dense, 4.0, calibration_data=batches, show_progress=False)
+    text = str(write_model_card(model, tmp_path))
+    assert "Initialisation: activation-aware" in flat(text)
+    header = table_row(text, "module")
+    assert header[-2:] == ["rel. reconstruction error", "rel. output error"]
+    expected = statistics.fmean(m.output_error for m in model.compression_report.modules
+                                if m.name.endswith("attention.self.query"))
+    assert table_row(text, "`encoder.layer.*.attention.self.query`")[-1] == f"{expected:.4f}"
+    # Embeddings keep the plain NKP: no output error.
+    assert table_row(text, "`embeddings.word_embeddings`")[-1] == "n/a"
+
+
 def test_card_rejects_a_report_of_another_model_and_dense_models(tmp_path):
     model = compress(tiny_bert(), 4.0, show_progress=False)
     other = compress(tiny_bert(), 2.0, show_progress=False)

@@ -147,6 +147,41 @@ def test_gpt2_news_smoke(tmp_path):
     assert students["kngpt2"]["parameters"] < distil
 
 
+@pytest.mark.real_assets
+def test_smollm2_news_smoke(tmp_path):
+    import smollm2_news
+
+    from kron_transformers import assets
+
+    fetch_assets_or_skip(assets.smollm2_path, assets.news_articles_path)
+    argv = ["--smoke", "--cache_dir", str(tmp_path / "cache"), "--results_dir", str(tmp_path / "results"),
+            "--students", "kronecker_2x", "svd_2x", "layerdrop_2x", "kngpt2"]
+    payload = smollm2_news.main(argv)
+    saved = check_outputs(tmp_path / "results", "smollm2_news")
+    args = smollm2_news.parse_args(argv)
+    teacher = saved["teacher"]
+    assert teacher["metrics"]["tokens"] == args.eval_blocks * (args.block_size - 1)
+    students = {s["name"]: s for s in saved["students"]}
+    assert list(students) == args.students
+    for student in students.values():
+        check_budget(student["budget"], args.student_steps, args.batch_size)
+        assert 1 < student["metrics"]["perplexity"] < 1e6
+        assert 0 < student["parameters"] < teacher["parameters"]
+        assert set(student["metrics"]["continuations"]) == set(smollm2_news.PROMPTS)
+        assert 1 < student["init_perplexity"] < 1e6
+        assert student["loss_weights"]["loss_normalization"] == "teacher"
+    # Equal size: the SVD student has the Kronecker student's parameter count to within the rank's rounding; both
+    # start activation-aware (smoke: 2 calibration blocks) with their output error measured.
+    kronecker, svd = students["kronecker_2x"], students["svd_2x"]
+    assert abs(svd["parameters"] - kronecker["parameters"]) / kronecker["parameters"] < 0.01
+    for student in (kronecker, svd):
+        assert student["init"].startswith("activation-aware") and 0 <= student["init_output_error"] < 1
+    assert "init_output_error" not in students["layerdrop_2x"]
+    # A second run finds every student finished: same results, nothing retrained.
+    again = smollm2_news.main(argv)
+    assert [s["metrics"] for s in again["students"]] == [s["metrics"] for s in payload["students"]]
+
+
 class _Killed(Exception):
     pass
 
@@ -250,3 +285,36 @@ def test_calibration_benchmark_smoke(tmp_path):
     assert rows["calibrated"]["output_error_median"] < rows["nkp"]["output_error_median"]
     assert rows["calibrated"]["weight_error_median"] >= rows["nkp"]["weight_error_median"] - 1e-6
     assert (tmp_path / "results" / "calibration.md").is_file()
+
+
+def test_activation_aware_low_rank_baseline_is_optimal_in_output_space():
+    """smollm2_news's SVD baseline: whitened by calibration inputs, its rank-r map has a smaller output error than
+    the plain truncated SVD on correlated inputs, beats random rank-r maps near it, and is exact at full rank."""
+    import smollm2_news
+
+    from kron_transformers.kronecker import output_error
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(12, 8, generator=generator, dtype=torch.float64)
+    mixing = torch.randn(8, 8, generator=generator, dtype=torch.float64) * torch.logspace(0, -2, 8, dtype=torch.float64)
+    inputs = torch.randn(256, 8, generator=generator, dtype=torch.float64) @ mixing
+    moment = inputs.T @ inputs
+
+    def effective(layer):
+        return layer.up.weight @ layer.down.weight
+
+    plain = effective(smollm2_news.LowRankLinear(weight, None, 3))
+    aware_layer = smollm2_news.LowRankLinear(weight, None, 3, moment, damping=0.0)
+    aware = effective(aware_layer)
+    assert torch.linalg.matrix_rank(aware) == 3
+    assert output_error(weight, aware, moment) < 0.7 * output_error(weight, plain, moment)
+    # The output error of the whitened rank-3 map is the smallest any rank-3 map gets: perturbing it only hurts.
+    for _ in range(5):
+        u = aware_layer.up.weight + 1e-3 * torch.randn(12, 3, generator=generator, dtype=torch.float64)
+        v = aware_layer.down.weight + 1e-3 * torch.randn(3, 8, generator=generator, dtype=torch.float64)
+        assert output_error(weight, u @ v, moment) >= output_error(weight, aware, moment)
+    # Full rank reproduces the map (and its bias) exactly.
+    bias = torch.randn(12, generator=generator, dtype=torch.float64)
+    full = smollm2_news.LowRankLinear(weight, bias, 8, moment, damping=0.0)
+    x = torch.randn(5, 8, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(full(x), x @ weight.T + bias)

@@ -11,16 +11,22 @@ here. Students, each distilled with the same budget (``--student_steps`` x ``--b
 ``--block_size`` news tokens, same order, learning rate and loss: hidden-state MSE, attention KL, KL to the teacher's
 next-token distribution and the causal-LM loss):
 
-- ``kronecker_1.5x`` / ``kronecker_2x``: ``compress(teacher, r)`` with the per-map ratio ``r`` whose whole model is
-  ~1.5x / ~2x smaller (every q/k/v/o, gate/up/down map and the word embedding factored; logits from its factors);
-- ``kngpt2``: the KnGPT2 recipe for any decoder, ``compress(teacher, "kngpt2")`` (embedding + odd layers 2x);
-- ``svd_1.5x`` / ``svd_2x``: the same maps as truncated SVDs (``W ~ U_r S_r V_r^T``, two ``nn.Linear``s) whose rank
-  gives each map the Kronecker student's parameter count, and the same Kronecker embedding: equal size, only the
-  factorisation of the linear maps differs;
+- ``kronecker_1.5x`` / ``kronecker_2x``: ``compress(teacher, r, calibration_data=...)`` with the per-map ratio ``r``
+  whose whole model is ~1.5x / ~2x smaller (every q/k/v/o, gate/up/down map and the word embedding factored; logits
+  from its factors), each linear map started at its activation-aware Kronecker factors;
+- ``kngpt2``: the KnGPT2 recipe for any decoder, ``compress(teacher, "kngpt2")`` (embedding + odd layers 2x; the
+  paper's plain nearest Kronecker product);
+- ``svd_1.5x`` / ``svd_2x``: the same maps as truncated SVDs (two ``nn.Linear``s) whose rank gives each map the
+  Kronecker student's parameter count, and the same Kronecker embedding: equal size, only the factorisation of the
+  linear maps differs. Activation-aware like the Kronecker students (SVD-LLM's whitening): with ``C = X.T X = L L.T``
+  on the same calibration inputs, ``W ~ [W L]_r L^-1`` minimises the output error ``||X (W - W_r).T||_F`` at rank
+  ``r``;
 - ``layerdrop_1.5x`` / ``layerdrop_2x``: DistilGPT2-style, the teacher with evenly spaced layers kept (as many as
   fit the size), everything else copied from the teacher.
 
-Reported: perplexity on held-out news articles (the test split, never trained on) in blocks of ``--block_size``
+Calibration inputs: the first ``--calibration_blocks`` training blocks (0: plain nearest Kronecker product and plain
+truncated SVD). Reported: the mean relative output error of the factored maps at initialisation on those inputs,
+perplexity on held-out news articles (the test split, never trained on) in blocks of ``--block_size``
 tokens; greedy continuations of a few prompts side by side; parameters; CPU generation speed (tokens/s, greedy, KV
 cache, measured in one process against the teacher). Everything trained is cached under ``--cache_dir`` (default
 ``benchmarks/quality/cache/smollm2_news``): checkpoints every ``--save_steps`` while training (a killed run resumes);
@@ -75,10 +81,16 @@ def parse_args(argv=None):
     parser.add_argument("--news_articles", type=int, default=None, help="subset of the training articles")
     parser.add_argument("--eval_blocks", type=int, default=64, help="test blocks for perplexity (default 64)")
     parser.add_argument("--new_tokens", type=int, default=24, help="greedy tokens per prompt (and for the speed)")
+    parser.add_argument("--loss_normalization", default="teacher", choices=["none", "teacher"],
+                        help="divide each squared-error term by the teacher's mean square (default: SmolLM2's hidden "
+                        "states have a mean square of ~1e4, which would swamp every other term)")
+    parser.add_argument("--calibration_blocks", type=int, default=16,
+                        help="training blocks whose inputs start the Kronecker and SVD students activation-aware "
+                        "(0: plain NKP and plain SVD)")
     args = parser.parse_args(argv)
     if args.smoke:
         tiny = {"block_size": 32, "batch_size": 2, "student_steps": 2, "news_articles": 6, "eval_blocks": 2,
-                "save_steps": 2, "new_tokens": 4}
+                "save_steps": 2, "new_tokens": 4, "calibration_blocks": 2}
         for name, value in tiny.items():
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
@@ -188,16 +200,32 @@ def per_map_ratio(teacher, whole_model_ratio: float) -> float:
 
 
 class LowRankLinear(nn.Module):
-    """``x @ (U_r S_r V_r^T)^T + bias`` as two maps: ``in -> r`` then ``r -> out`` (the truncated-SVD baseline)."""
+    """``x @ (U_r S_r V_r^T)^T + bias`` as two maps: ``in -> r`` then ``r -> out`` (the truncated-SVD baseline).
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rank: int):
+    With ``input_moment = X.T X`` of calibration inputs, the rank-``r`` map nearest in output space instead: with
+    ``C = L L.T`` (Cholesky, damped by ``damping`` x its mean diagonal), ``||X (W - M).T||_F = ||(W - M) L||_F``, so
+    ``M = [W L]_r L^-1`` (truncated SVD of ``W L``; the whitening of SVD-LLM, Wang et al. 2024).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rank: int,
+                 input_moment: torch.Tensor | None = None, damping: float = 1e-6):
         super().__init__()
-        u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+        w = weight.detach().double()
+        if input_moment is not None:
+            moment = input_moment.double()
+            moment = (moment + moment.T) / 2
+            moment = moment + damping * moment.diagonal().mean() * torch.eye(len(moment), dtype=moment.dtype)
+            root_moment = torch.linalg.cholesky(moment)
+            w = w @ root_moment
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
         root = s[:rank].sqrt()
+        down = root[:, None] * vh[:rank]
+        if input_moment is not None:  # down L^-1: solve X L = down
+            down = torch.linalg.solve_triangular(root_moment, down, upper=False, left=False)
         self.down = nn.Linear(weight.shape[1], rank, bias=False, dtype=weight.dtype)
         self.up = nn.Linear(rank, weight.shape[0], bias=bias is not None, dtype=weight.dtype)
         with torch.no_grad():
-            self.down.weight.copy_(root[:, None] * vh[:rank])
+            self.down.weight.copy_(down)
             self.up.weight.copy_(u[:, :rank] * root)
             if bias is not None:
                 self.up.bias.copy_(bias)
@@ -206,29 +234,59 @@ class LowRankLinear(nn.Module):
         return self.up(self.down(x))
 
 
-def build_student(name: str, teacher, args):
+def calibration_data(args, train_blocks: np.ndarray) -> list[dict] | None:
+    """The first ``--calibration_blocks`` training blocks as batches of 4 (``None`` when 0)."""
+    if args.calibration_blocks == 0:
+        return None
+    blocks = torch.as_tensor(train_blocks[: args.calibration_blocks])
+    return [{"input_ids": chunk} for chunk in blocks.split(4)]
+
+
+@torch.no_grad()
+def init_output_error(student, teacher, moments: dict[str, torch.Tensor]) -> float | None:
+    """Mean over the factored maps of the relative output error ``||X (W - W_student).T|| / ||X W.T||`` on the
+    calibration inputs, each student map read off by applying it to the identity."""
+    from kron_transformers.kronecker import output_error
+
+    errors = []
+    for path, moment in moments.items():
+        module = student.get_submodule(path)
+        dense = teacher.get_submodule(path)
+        eye = torch.eye(dense.in_features, dtype=dense.weight.dtype)
+        weight = (module(eye) - module(torch.zeros_like(eye[:1]))).T
+        errors.append(output_error(dense.weight, weight, moment).item())
+    return sum(errors) / len(errors) if errors else None
+
+
+def build_student(name: str, teacher, args, calibration=None):
     """The student before distillation (deterministic): ``(model, facts)``."""
     from kron_transformers import KroneckerLinear, compress
+    from kron_transformers.calibration import collect_input_moments
     from kron_transformers.distillation.trainer import default_layer_map
 
     torch.manual_seed(args.seed)
     kind, _, size = name.partition("_")
     if name == "kngpt2":
         return compress(teacher, "kngpt2", show_progress=False), {"init": "nearest Kronecker product"}
+    aware = "activation-aware " if calibration is not None else ""
     ratio = per_map_ratio(teacher, TARGETS[size])
+    if kind in ("kronecker", "svd"):
+        student = compress(teacher, ratio, show_progress=False,
+                           calibration_data=calibration if kind == "kronecker" else None)
+        paths = [path for path, module in student.named_modules() if isinstance(module, KroneckerLinear)]
+        moments = collect_input_moments(teacher, paths, calibration, show_progress=False) if calibration else {}
     if kind == "kronecker":
-        return compress(teacher, ratio, show_progress=False), {"init": "nearest Kronecker product",
-                                                               "per_map_ratio": round(ratio, 3)}
+        return student, {"init": f"{aware}nearest Kronecker product", "per_map_ratio": round(ratio, 3),
+                         "init_output_error": init_output_error(student, teacher, moments)}
     if kind == "svd":
-        student = compress(teacher, ratio, show_progress=False)
-        for path, module in list(student.named_modules()):
-            if isinstance(module, KroneckerLinear):
-                dense = teacher.get_submodule(path)
-                size = module.a.numel() + module.b.numel()
-                rank = max(1, round(size / (module.in_features + module.out_features)))
-                student.set_submodule(path, LowRankLinear(dense.weight, dense.bias, rank))
-        return student, {"init": "truncated SVD of each map (rank for the Kronecker map's size), Kronecker embedding",
-                         "per_map_ratio": round(ratio, 3)}
+        for path in paths:
+            module, dense = student.get_submodule(path), teacher.get_submodule(path)
+            size = module.a.numel() + module.b.numel()
+            rank = max(1, round(size / (module.in_features + module.out_features)))
+            student.set_submodule(path, LowRankLinear(dense.weight, dense.bias, rank, moments.get(path)))
+        return student, {"init": f"{aware}truncated SVD of each map (rank for the Kronecker map's size), Kronecker "
+                                 "embedding", "per_map_ratio": round(ratio, 3),
+                         "init_output_error": init_output_error(student, teacher, moments)}
     if kind == "layerdrop":
         layers = teacher.config.num_hidden_layers
         per_layer = sum(p.numel() for p in teacher.model.layers[0].parameters())
@@ -253,10 +311,10 @@ def build_student(name: str, teacher, args):
 
 def loss_weights(args) -> dict:
     return {"alpha_hidden": 1.0, "alpha_attention": 1.0, "alpha_logits": 1.0, "alpha_task": args.alpha_task,
-            "attention_loss": "kl"}
+            "attention_loss": "kl", "loss_normalization": args.loss_normalization}
 
 
-def student_trainer(args, name: str, teacher, train, out_dir: Path):
+def student_trainer(args, student, teacher, train, out_dir: Path):
     from transformers import default_data_collator
 
     from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
@@ -264,7 +322,7 @@ def student_trainer(args, name: str, teacher, train, out_dir: Path):
     training_args = stage_arguments(IlkdTrainingArguments, out_dir, max_steps=args.student_steps,
                                     batch_size=args.batch_size, learning_rate=args.student_lr, seed=args.seed,
                                     save_steps=args.save_steps, **loss_weights(args))
-    return IlkdTrainer(model=build_student(name, teacher, args)[0].train(), teacher_model=teacher, args=training_args,
+    return IlkdTrainer(model=student.train(), teacher_model=teacher, args=training_args,
                        train_dataset=train, data_collator=default_data_collator)
 
 
@@ -272,11 +330,14 @@ def evaluate(model, tokenizer, test_blocks, args) -> dict:
     return {**perplexity(model, test_blocks), **generations(model, tokenizer, args.new_tokens)}
 
 
-def train_student(args, name: str, teacher, tokenizer, train, test_blocks):
+def train_student(args, name: str, teacher, tokenizer, train, test_blocks, calibration):
     stage_dir = args.cache_dir / "students" / name
-    student, facts = build_student(name, teacher, args)
+    student, facts = build_student(name, teacher, args, calibration)
     parameters = student.num_parameters()
-    result = run_stage(stage_dir, lambda out_dir: student_trainer(args, name, teacher, train, out_dir),
+    # What the factorisation alone keeps: perplexity before any training, on the first 16 test blocks.
+    facts["init_perplexity"] = cached(stage_dir / "init.json",
+                                      lambda: perplexity(student, test_blocks[:16])["perplexity"])
+    result = run_stage(stage_dir, lambda out_dir: student_trainer(args, student, teacher, train, out_dir),
                        evaluate=lambda m: evaluate(m, tokenizer, test_blocks, args),
                        describe={"data": f"news train blocks of {args.block_size} tokens",
                                  "loss_weights": loss_weights(args)})
@@ -290,14 +351,16 @@ def train_student(args, name: str, teacher, tokenizer, train, test_blocks):
 
 def report(args, teacher_result, students) -> dict:
     teacher_parameters, teacher_speed = teacher_result["parameters"], teacher_result["metrics"]["tokens_per_second"]
-    header = ["model", "parameters", "compression", "steps x batch", "wall time", "test perplexity",
-              "vs teacher", "CPU tokens/s"]
+    header = ["model", "parameters", "compression", "initialisation", "init output error", "perplexity at init*",
+              "steps x batch", "wall time", "test perplexity", "vs teacher", "CPU tokens/s"]
     teacher_ppl = teacher_result["metrics"]["perplexity"]
-    rows = [["teacher (SmolLM2-135M-Instruct)", f"{teacher_parameters:,}", "1.00x", "-", "-", f"{teacher_ppl:.2f}",
-             "1.00", f"{teacher_speed:.1f}"]]
+    rows = [["teacher (SmolLM2-135M-Instruct)", f"{teacher_parameters:,}", "1.00x", "-", "-", "-", "-", "-",
+             f"{teacher_ppl:.2f}", "1.00", f"{teacher_speed:.1f}"]]
     for s in students:
         budget, ppl = s["budget"], s["metrics"]["perplexity"]
-        rows.append([s["name"], f"{s['parameters']:,}", f"{teacher_parameters / s['parameters']:.2f}x",
+        error = s.get("init_output_error")
+        rows.append([s["name"], f"{s['parameters']:,}", f"{teacher_parameters / s['parameters']:.2f}x", s["init"],
+                     "-" if error is None else f"{error:.3f}", f"{s['init_perplexity']:.4g}",
                      f"{budget['steps']} x {budget['batch_size']}", format_seconds(budget["wall_seconds"]),
                      f"{ppl:.2f}", f"{ppl / teacher_ppl:.2f}", f"{s['tokens_per_second_now']:.1f}"])
     samples = [["teacher", *teacher_result["metrics"]["continuations"].values()]]
@@ -307,9 +370,13 @@ def report(args, teacher_result, students) -> dict:
         "# Kronecker, truncated-SVD and layer-dropped students of SmolLM2-135M on news"
         + (" — SMOKE RUN, numbers meaningless" if args.smoke else ""),
         f"Each student: {args.student_steps} steps x batch {args.batch_size} blocks of {args.block_size} tokens, lr "
-        f"{args.student_lr:g}, ILKD (hidden MSE, attention KL, logit KL) + causal-LM loss x {args.alpha_task:g}. "
+        f"{args.student_lr:g}, ILKD (hidden MSE, attention KL, logit KL) + causal-LM loss x {args.alpha_task:g}"
+        + (", squared-error terms divided by the teacher's mean square. " if args.loss_normalization == "teacher"
+           else ". ") +
         f"Perplexity on {teacher_result['metrics']['tokens']:,} predicted tokens of held-out news. Seed {args.seed}.",
         markdown_table(header, rows),
+        "*Before any training, on the first 16 test blocks; the teacher's there: "
+        f"{teacher_result['metrics'].get('perplexity_16', float('nan')):.2f}.",
         "Greedy continuations:",
         markdown_table(["model", *PROMPTS], clean),
     ])
@@ -353,12 +420,17 @@ def main(argv=None):
     teacher, tokenizer = load_teacher(args)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    train = lm_dataset(token_blocks(args, tokenizer, "train"))
+    train_blocks = token_blocks(args, tokenizer, "train")
+    train = lm_dataset(train_blocks)
+    calibration = calibration_data(args, train_blocks)
     test_blocks = token_blocks(args, tokenizer, "test")[: args.eval_blocks]
     teacher_metrics = cached(args.cache_dir / "teacher.json", lambda: evaluate(teacher, tokenizer, test_blocks, args))
+    teacher_metrics["perplexity_16"] = cached(args.cache_dir / "teacher_16.json",
+                                              lambda: perplexity(teacher, test_blocks[:16])["perplexity"])
     teacher_metrics["tokens_per_second"] = generations(teacher, tokenizer, args.new_tokens)["tokens_per_second"]
     teacher_result = {"parameters": teacher.num_parameters(), "metrics": teacher_metrics}
-    students = [train_student(args, name, teacher, tokenizer, train, test_blocks) for name in args.students]
+    students = [train_student(args, name, teacher, tokenizer, train, test_blocks, calibration)
+                for name in args.students]
     print(f"This invocation took {format_seconds(time.perf_counter() - start)}.")
     return report(args, teacher_result, students)
 

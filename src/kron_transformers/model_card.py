@@ -83,6 +83,7 @@ def _parameter_counts(model: nn.Module) -> dict:
 def _module_rows(model: nn.Module, report) -> list[dict]:
     """One row per module type (layer index replaced by ``*``) with the same shapes: count, shapes, parameters."""
     errors = {m.name: m.relative_error for m in report.modules} if report is not None else {}
+    output_errors = {m.name: m.output_error for m in report.modules if m.output_error is not None} if report else {}
     groups: dict[tuple, list[str]] = {}
     for name, module in model.named_modules():
         if not isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
@@ -94,6 +95,7 @@ def _module_rows(model: nn.Module, report) -> list[dict]:
     for (pattern, dense, a, b, rank), names in groups.items():
         after = rank * (a[0] * a[1] + b[0] * b[1])
         known = [errors[n] for n in names if n in errors]
+        known_output = [output_errors[n] for n in names if n in output_errors]
         rows.append(
             {
                 "pattern": pattern,
@@ -106,6 +108,7 @@ def _module_rows(model: nn.Module, report) -> list[dict]:
                 "kronecker_parameters": after,
                 "compression": dense[0] * dense[1] / after,
                 "error": f"{statistics.fmean(known):.4f}" if known else "n/a",
+                "output_error": f"{statistics.fmean(known_output):.4f}" if known_output else "n/a",
             }
         )
     return rows
@@ -238,6 +241,7 @@ def build_model_card(
         factored_compression=counts["factored_dense_parameters"] / counts["factored_kronecker_parameters"],
         module_rows=_module_rows(model, report),
         has_errors=report is not None,
+        calibrated=report is not None and report.calibrated,
         distillation=stages,
         eval_results=results,
         has_tokenizer=has_tokenizer,
