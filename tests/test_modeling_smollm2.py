@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
+from transformers.trainer_utils import validate_quantization_for_training
 
 from kron_transformers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedLogits, assets, compress
 
@@ -41,6 +42,10 @@ def test_smollm2_compressed_2x_round_trips_and_generates(smollm2, tmp_path):
     dense, tokenizer = smollm2
     assert isinstance(dense, LlamaForCausalLM) and dense.num_parameters() == 134_515_008
     assert dense.config.num_key_value_heads == 3 and dense.config.tie_word_embeddings
+    # The GGUF weights are dequantised: a plain float model that Trainer accepts and that saves without a GGUF config.
+    assert not dense.is_quantized and "quantization_config" not in dense.config.to_dict()
+    assert {p.dtype for p in dense.parameters()} == {torch.float32}
+    validate_quantization_for_training(dense)
     kronecker = compress(dense, 2.0, show_progress=False).eval()
     report = kronecker.compression_report
     print(f"\nSmolLM2-135M compressed 2x: {report.dense_model_parameters:,} -> {report.kronecker_model_parameters:,} "

@@ -185,7 +185,12 @@ def smollm2_path() -> Path:
 
 
 def load_smollm2(dtype=None):
-    """``(model, tokenizer)``: SmolLM2-135M-Instruct as a dense ``LlamaForCausalLM`` (``dtype``, default float32)."""
+    """``(model, tokenizer)``: SmolLM2-135M-Instruct as a dense ``LlamaForCausalLM`` (``dtype``, default float32).
+
+    Transformers dequantises every GGUF tensor on loading but leaves the model flagged as quantized (its
+    ``hf_quantizer`` and ``config.quantization_config``), which would make ``Trainer`` refuse to train it or a copy of
+    it and ``save_pretrained`` write a GGUF quantization config. The flags are cleared: it is a plain float model.
+    """
     try:
         import gguf  # noqa: F401
     except ImportError as error:
@@ -197,5 +202,10 @@ def load_smollm2(dtype=None):
 
     folder = smollm2_path()
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=dtype or torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    for module in model.modules():
+        if hasattr(module, "config") and getattr(module.config, "_is_quantized", False):
+            module.config._is_quantized = False
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     return model, tokenizer
