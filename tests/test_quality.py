@@ -155,7 +155,7 @@ def test_smollm2_news_smoke(tmp_path):
 
     fetch_assets_or_skip(assets.smollm2_path, assets.news_articles_path)
     argv = ["--smoke", "--cache_dir", str(tmp_path / "cache"), "--results_dir", str(tmp_path / "results"),
-            "--students", "kronecker_2x", "svd_2x", "layerdrop_2x", "kngpt2"]
+            "--students", "kronecker_2x", "svd_2x", "layerdrop_2x", "kngpt2", "svd_kngpt2"]
     payload = smollm2_news.main(argv)
     saved = check_outputs(tmp_path / "results", "smollm2_news")
     args = smollm2_news.parse_args(argv)
@@ -177,6 +177,9 @@ def test_smollm2_news_smoke(tmp_path):
     for student in (kronecker, svd):
         assert student["init"].startswith("activation-aware") and 0 <= student["init_output_error"] < 1
     assert "init_output_error" not in students["layerdrop_2x"]
+    assert students["kngpt2"]["init"].startswith("activation-aware") and students["kngpt2"]["per_map_ratio"] == "kngpt2"
+    assert abs(students["svd_kngpt2"]["parameters"] - students["kngpt2"]["parameters"]) / students["kngpt2"][
+        "parameters"] < 0.01
     # A second run finds every student finished: same results, nothing retrained.
     again = smollm2_news.main(argv)
     assert [s["metrics"] for s in again["students"]] == [s["metrics"] for s in payload["students"]]

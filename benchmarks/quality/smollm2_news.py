@@ -11,18 +11,19 @@ here. Students, each distilled with the same budget (``--student_steps`` x ``--b
 ``--block_size`` news tokens, same order, learning rate and loss: hidden-state MSE, attention KL, KL to the teacher's
 next-token distribution and the causal-LM loss):
 
-- ``kronecker_1.5x`` / ``kronecker_2x``: ``compress(teacher, r, calibration_data=...)`` with the per-map ratio ``r``
-  whose whole model is ~1.5x / ~2x smaller (every q/k/v/o, gate/up/down map and the word embedding factored; logits
-  from its factors), each linear map started at its activation-aware Kronecker factors;
-- ``kngpt2``: the KnGPT2 recipe for any decoder, ``compress(teacher, "kngpt2")`` (embedding + odd layers 2x; the
-  paper's plain nearest Kronecker product);
-- ``svd_1.5x`` / ``svd_2x``: the same maps as truncated SVDs (two ``nn.Linear``s) whose rank gives each map the
-  Kronecker student's parameter count, and the same Kronecker embedding: equal size, only the factorisation of the
-  linear maps differs. Activation-aware like the Kronecker students (SVD-LLM's whitening): with ``C = X.T X = L L.T``
-  on the same calibration inputs, ``W ~ [W L]_r L^-1`` minimises the output error ``||X (W - W_r).T||_F`` at rank
-  ``r``;
-- ``layerdrop_1.5x`` / ``layerdrop_2x``: DistilGPT2-style, the teacher with evenly spaced layers kept (as many as
-  fit the size), everything else copied from the teacher.
+- ``kronecker_2x``: ``compress(teacher, r, calibration_data=...)`` with the per-map ratio ``r`` whose whole model is
+  ~2x smaller (every q/k/v/o, gate/up/down map and the word embedding factored; logits from its factors), each linear
+  map started at its activation-aware Kronecker factors;
+- ``kngpt2``: the ~1.5x student: the KnGPT2 recipe for any decoder, ``compress(teacher, "kngpt2", calibration_data=...)``
+  (embedding + odd layers 2x; 1.43x for SmolLM2). A rank-1 Kronecker factorisation halves a map at least (``A`` of
+  1x2, ``B`` half the map), so no per-map ratio gives ~1.5x with every layer factored: half the layers are;
+- ``svd_2x`` / ``svd_kngpt2``: the maps of ``kronecker_2x`` / ``kngpt2`` as truncated SVDs (two ``nn.Linear``s) whose
+  rank gives each map the Kronecker map's parameter count, and the same Kronecker embedding: equal size, only the
+  factorisation of the linear maps differs. Activation-aware like the Kronecker students (SVD-LLM's whitening): with
+  ``C = X.T X = L L.T`` on the same calibration inputs, ``W ~ [W L]_r L^-1`` minimises the output error
+  ``||X (W - W_r).T||_F`` at rank ``r``;
+- ``layerdrop_2x`` / ``layerdrop_kngpt2``: DistilGPT2-style, the teacher with evenly spaced layers kept (as many as
+  give ``kronecker_2x``'s / ``kngpt2``'s parameter count), everything else copied from the teacher.
 
 Calibration inputs: the first ``--calibration_blocks`` training blocks (0: plain nearest Kronecker product and plain
 truncated SVD). Reported: the mean relative output error of the factored maps at initialisation on those inputs,
@@ -65,8 +66,7 @@ from common import (  # noqa: E402
 )
 
 
-STUDENTS = ("kronecker_1.5x", "kronecker_2x", "kngpt2", "svd_1.5x", "svd_2x", "layerdrop_1.5x", "layerdrop_2x")
-TARGETS = {"1.5x": 1.5, "2x": 2.0}
+STUDENTS = ("kronecker_2x", "svd_2x", "layerdrop_2x", "kngpt2", "svd_kngpt2", "layerdrop_kngpt2")
 PROMPTS = ("The capital of France is", "The stock market fell on Monday after", "Scientists have discovered")
 
 
@@ -195,8 +195,27 @@ def per_map_ratio(teacher, whole_model_ratio: float) -> float:
             size = kronecker_class_for(teacher)(config).num_parameters()
         distance = abs(math.log(dense / size / whole_model_ratio))
         if best is None or distance < best[0]:
-            best = (distance, float(ratio))
+            best = (distance, float(ratio), dense / size)
+    if best is None or best[0] > math.log(1.1):
+        raise ValueError(f"No per-map ratio makes this model ~{whole_model_ratio:g}x smaller (nearest: "
+                         f"{'none' if best is None else f'{best[2]:.2f}x'}); rank-1 factors halve a map at least.")
     return best[1]
+
+
+def kronecker_compression(teacher, size: str):
+    """The ``compress`` argument of the Kronecker student of ``size`` ("2x" or "kngpt2")."""
+    return "kngpt2" if size == "kngpt2" else per_map_ratio(teacher, 2.0)
+
+
+def kronecker_parameters(teacher, size: str) -> int:
+    """Parameters of the Kronecker student of ``size``, counted on a weightless model."""
+    from kron_transformers.compression import kronecker_class_for, kronecker_config_for
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config, _ = kronecker_config_for(teacher, kronecker_compression(teacher, size))
+    with torch.device("meta"):
+        return kronecker_class_for(teacher)(config).num_parameters()
 
 
 class LowRankLinear(nn.Module):
@@ -265,18 +284,17 @@ def build_student(name: str, teacher, args, calibration=None):
     from kron_transformers.distillation.trainer import default_layer_map
 
     torch.manual_seed(args.seed)
-    kind, _, size = name.partition("_")
-    if name == "kngpt2":
-        return compress(teacher, "kngpt2", show_progress=False), {"init": "nearest Kronecker product"}
+    kind, _, size = ("kronecker", "", "kngpt2") if name == "kngpt2" else name.partition("_")
     aware = "activation-aware " if calibration is not None else ""
-    ratio = per_map_ratio(teacher, TARGETS[size])
     if kind in ("kronecker", "svd"):
-        student = compress(teacher, ratio, show_progress=False,
+        compression = kronecker_compression(teacher, size)
+        ratio = compression if isinstance(compression, str) else round(compression, 3)
+        student = compress(teacher, compression, show_progress=False,
                            calibration_data=calibration if kind == "kronecker" else None)
         paths = [path for path, module in student.named_modules() if isinstance(module, KroneckerLinear)]
         moments = collect_input_moments(teacher, paths, calibration, show_progress=False) if calibration else {}
     if kind == "kronecker":
-        return student, {"init": f"{aware}nearest Kronecker product", "per_map_ratio": round(ratio, 3),
+        return student, {"init": f"{aware}nearest Kronecker product", "per_map_ratio": ratio,
                          "init_output_error": init_output_error(student, teacher, moments)}
     if kind == "svd":
         for path in paths:
@@ -285,12 +303,12 @@ def build_student(name: str, teacher, args, calibration=None):
             rank = max(1, round(size / (module.in_features + module.out_features)))
             student.set_submodule(path, LowRankLinear(dense.weight, dense.bias, rank, moments.get(path)))
         return student, {"init": f"{aware}truncated SVD of each map (rank for the Kronecker map's size), Kronecker "
-                                 "embedding", "per_map_ratio": round(ratio, 3),
+                                 "embedding", "per_map_ratio": ratio,
                          "init_output_error": init_output_error(student, teacher, moments)}
     if kind == "layerdrop":
         layers = teacher.config.num_hidden_layers
         per_layer = sum(p.numel() for p in teacher.model.layers[0].parameters())
-        target = teacher.num_parameters() / TARGETS[size]
+        target = kronecker_parameters(teacher, size)
         keep = max(1, min(layers, round((target - (teacher.num_parameters() - layers * per_layer)) / per_layer)))
         kept = default_layer_map(keep, layers)
         student = copy.deepcopy(teacher)
