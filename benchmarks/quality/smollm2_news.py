@@ -58,10 +58,13 @@ from common import (  # noqa: E402
     markdown_table,
     matplotlib_pyplot,
     pin_settings,
+    read_json,
     resolve_dirs,
     run_stage,
     setup_runtime,
     stage_arguments,
+    stage_is_done,
+    write_json,
     write_results,
 )
 
@@ -350,11 +353,19 @@ def evaluate(model, tokenizer, test_blocks, args) -> dict:
 
 def train_student(args, name: str, teacher, tokenizer, train, test_blocks, calibration):
     stage_dir = args.cache_dir / "students" / name
-    student, facts = build_student(name, teacher, args, calibration)
+    facts_path = stage_dir / "init_facts.json"
+    if stage_is_done(stage_dir) and facts_path.is_file():
+        # Trained and described already: the architecture is enough (the weights are loaded below), so skip the
+        # activation-aware factorisation (minutes for SmolLM2).
+        student, _ = build_student(name, teacher, args, None)
+        facts = read_json(facts_path)
+    else:
+        student, facts = build_student(name, teacher, args, calibration)
+        # What the factorisation alone keeps: perplexity before any training, on the first 16 test blocks.
+        facts["init_perplexity"] = cached(stage_dir / "init.json",
+                                          lambda: perplexity(student, test_blocks[:16])["perplexity"])
+        write_json(facts_path, facts)
     parameters = student.num_parameters()
-    # What the factorisation alone keeps: perplexity before any training, on the first 16 test blocks.
-    facts["init_perplexity"] = cached(stage_dir / "init.json",
-                                      lambda: perplexity(student, test_blocks[:16])["perplexity"])
     result = run_stage(stage_dir, lambda out_dir: student_trainer(args, student, teacher, train, out_dir),
                        evaluate=lambda m: evaluate(m, tokenizer, test_blocks, args),
                        describe={"data": f"news train blocks of {args.block_size} tokens",
