@@ -294,12 +294,13 @@ def build_student(name: str, teacher, args, calibration=None):
         ratio = compression if isinstance(compression, str) else round(compression, 3)
         student = compress(teacher, compression, show_progress=False,
                            calibration_data=calibration if kind == "kronecker" else None)
+    if kind == "kronecker":  # compress measured each calibrated map's output error already
+        errors = [m.output_error for m in student.compression_report.modules if m.output_error is not None]
+        return student, {"init": f"{aware}nearest Kronecker product", "per_map_ratio": ratio,
+                         "init_output_error": sum(errors) / len(errors) if errors else None}
+    if kind == "svd":
         paths = [path for path, module in student.named_modules() if isinstance(module, KroneckerLinear)]
         moments = collect_input_moments(teacher, paths, calibration, show_progress=False) if calibration else {}
-    if kind == "kronecker":
-        return student, {"init": f"{aware}nearest Kronecker product", "per_map_ratio": ratio,
-                         "init_output_error": init_output_error(student, teacher, moments)}
-    if kind == "svd":
         for path in paths:
             module, dense = student.get_submodule(path), teacher.get_submodule(path)
             size = module.a.numel() + module.b.numel()
