@@ -86,6 +86,16 @@ class DataTrainingArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation set."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test set."})
+    joined_examples: int = field(
+        default=0,
+        metadata={"help": "Add this many training examples, each texts of one label joined to a length between "
+                  "--joined_min_length and --joined_max_length tokens (single-text classification only), so the "
+                  "student is also distilled on inputs longer than the task's; the teacher's outputs on them are "
+                  "the target (kron_transformers.augmentation.join_examples). Use with --train_sampling_strategy "
+                  "group_by_length to batch them together."},
+    )
+    joined_min_length: int | None = field(default=None, metadata={"help": "Default: --max_seq_length."})
+    joined_max_length: int = field(default=256, metadata={"help": "Longest joined example, in tokens."})
 
     def __post_init__(self):
         if self.task_name is not None:
@@ -94,6 +104,12 @@ class DataTrainingArguments:
                 raise ValueError(f"Unknown task {self.task_name!r}; expected one of {', '.join(task_to_keys)}.")
         elif self.dataset_name is None and self.train_file is None and self.validation_file is None:
             raise ValueError("Give --task_name, --dataset_name, or --train_file/--validation_file.")
+        if self.joined_examples < 0:
+            raise ValueError(f"--joined_examples must be >= 0; got {self.joined_examples}.")
+        joined_min_length = self.max_seq_length if self.joined_min_length is None else self.joined_min_length
+        if self.joined_examples and not 2 < joined_min_length <= self.joined_max_length:
+            raise ValueError(f"Expected 2 < --joined_min_length <= --joined_max_length; got {joined_min_length} and "
+                             f"{self.joined_max_length}.")
         for name in ("train_file", "validation_file", "test_file"):
             path = getattr(self, name)
             if path is not None and path.rsplit(".", 1)[-1] not in ("csv", "json", "jsonl"):
@@ -144,6 +160,25 @@ def copy_missing_weights(student, teacher, missing_keys) -> list[str]:
                 student_state[key].copy_(teacher_state[key])
                 copied.append(key)
     return copied
+
+
+def add_joined_examples(train_dataset, tokenizer, data_args, max_seq_length: int, seed: int):
+    """``train_dataset`` (tokenized) with ``--joined_examples`` long examples appended, model inputs and labels only."""
+    from datasets import Dataset, concatenate_datasets
+
+    from kron_transformers.augmentation import join_examples
+
+    min_length = max_seq_length if data_args.joined_min_length is None else data_args.joined_min_length
+    sequences, labels = join_examples(train_dataset["input_ids"], train_dataset["label"], tokenizer,
+                                      data_args.joined_examples, min_length, data_args.joined_max_length, seed=seed)
+    columns = {"input_ids": sequences, "label": labels}
+    for name, value in (("attention_mask", 1), ("token_type_ids", 0)):
+        if name in train_dataset.column_names:
+            columns[name] = [[value] * len(ids) for ids in sequences]
+    kept = train_dataset.select_columns(list(columns))
+    joined = Dataset.from_dict(columns).cast(kept.features)
+    logger.info(f"Added {len(joined)} joined examples of {min_length}-{data_args.joined_max_length} tokens.")
+    return concatenate_datasets([kept, joined])
 
 
 def load_raw_datasets(data_args, model_args):
@@ -222,6 +257,24 @@ def main(argv=None):
         )
     num_labels = 1 if is_regression else len(label_list)
 
+    # Column names: the task's, or the usual ones for local files.
+    if data_args.task_name is not None:
+        sentence1_key, sentence2_key = task_to_keys[data_args.task_name]
+    else:
+        non_label = [name for name in reference_split.column_names if name != "label"]
+        if "sentence1" in non_label and "sentence2" in non_label:
+            sentence1_key, sentence2_key = "sentence1", "sentence2"
+        elif "sentence" in non_label:
+            sentence1_key, sentence2_key = "sentence", None
+        elif len(non_label) >= 2:
+            sentence1_key, sentence2_key = non_label[:2]
+        else:
+            sentence1_key, sentence2_key = non_label[0], None
+
+    if data_args.joined_examples and (sentence2_key is not None or is_regression):
+        raise ValueError(f"--joined_examples joins the texts of one class: it needs single-text classification, but "
+                         f"the data has {'text pairs' if sentence2_key is not None else 'a regression label'}.")
+
     hub_kwargs = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision,
                   "token": model_args.token, "trust_remote_code": model_args.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub_kwargs)
@@ -229,6 +282,13 @@ def main(argv=None):
         model_args.model_name_or_path, num_labels=num_labels,
         finetuning_task=data_args.task_name or "text-classification", **hub_kwargs,
     )
+    if data_args.joined_examples:
+        limits = [getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
+                  tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None]  # 1e30: no limit
+        longest = min((limit for limit in limits if limit), default=data_args.joined_max_length)
+        if data_args.joined_max_length > longest:
+            raise ValueError(f"--joined_max_length {data_args.joined_max_length} exceeds the {longest} tokens the "
+                             f"model and tokenizer accept.")
     if tokenizer.pad_token is None:
         # GPT-2 (KnGPT2's GLUE runs) has no padding token: pad with EOS; its classifier reads the last non-pad token.
         tokenizer.pad_token = tokenizer.eos_token
@@ -255,20 +315,6 @@ def main(argv=None):
             copied = copy_missing_weights(model, teacher, loading_info["missing_keys"])
             if copied:
                 logger.info(f"Initialised from the teacher (missing in the student checkpoint): {', '.join(copied)}")
-
-    # Column names: the task's, or the usual ones for local files.
-    if data_args.task_name is not None:
-        sentence1_key, sentence2_key = task_to_keys[data_args.task_name]
-    else:
-        non_label = [name for name in reference_split.column_names if name != "label"]
-        if "sentence1" in non_label and "sentence2" in non_label:
-            sentence1_key, sentence2_key = "sentence1", "sentence2"
-        elif "sentence" in non_label:
-            sentence1_key, sentence2_key = "sentence", None
-        elif len(non_label) >= 2:
-            sentence1_key, sentence2_key = non_label[:2]
-        else:
-            sentence1_key, sentence2_key = non_label[0], None
 
     # Label ids: keep the model's mapping when it already has one for these labels (a fine-tuned teacher/student).
     label_to_id = None
@@ -320,6 +366,8 @@ def main(argv=None):
         return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
 
     train_dataset = split("train", data_args.max_train_samples, "--do_train") if training_args.do_train else None
+    if train_dataset is not None and data_args.joined_examples:
+        train_dataset = add_joined_examples(train_dataset, tokenizer, data_args, max_seq_length, training_args.seed)
     eval_dataset = split("validation", data_args.max_eval_samples, "--do_eval") if training_args.do_eval else None
     predict_dataset = split("test", data_args.max_predict_samples, "--do_predict") if training_args.do_predict else None
 

@@ -293,6 +293,41 @@ def test_run_glue_gpt2_pads_with_eos_and_distils_a_kngpt2_student(gpt2_dir, glue
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
 
 
+def test_run_glue_distils_on_joined_long_examples_too(glue_files, glue_teachers, tmp_path):
+    teacher_dir, _ = glue_teachers["sst2"]
+    trainer = run_glue.main(["--model_name_or_path", str(teacher_dir), "--compression", "2",
+                             "--teacher_name_or_path", str(teacher_dir), *glue_data_flags(glue_files, "sst2"),
+                             "--joined_examples", "10", "--joined_max_length", "60", "--do_train",
+                             "--train_sampling_strategy", "group_by_length", *training_flags(tmp_path)])
+    rows = read_csv_rows(glue_files["sst2", "train"])
+    dataset = trainer.train_dataset
+    assert len(dataset) == len(rows["label"]) + 10
+    assert read_json(tmp_path / "all_results.json")["train_samples"] == len(rows["label"]) + 10
+    # The task's own examples first, unchanged (cut at --max_seq_length 24), then the joined ones of 24-60 tokens.
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    expected = tokenizer(rows["sentence"], truncation=True, max_length=24)["input_ids"]
+    assert dataset["input_ids"][:len(expected)] == expected
+    joined = dataset.select(range(len(expected), len(dataset)))
+    assert all(24 <= len(ids) <= 60 for ids in joined["input_ids"])
+    assert max(len(ids) for ids in joined["input_ids"]) > 24
+    assert all(mask == [1] * len(ids) for mask, ids in zip(joined["attention_mask"], joined["input_ids"]))
+    assert set(joined["label"]) <= set(dataset["label"][:len(expected)])
+
+
+@pytest.mark.parametrize("task, flags, message", [
+    ("mrpc", ["--joined_examples", "4"], "needs single-text classification, but the data has text pairs"),
+    ("stsb", ["--joined_examples", "4"], "but the data has text pairs"),
+    ("sst2", ["--joined_examples", "-2"], "--joined_examples must be >= 0; got -2"),
+    ("sst2", ["--joined_examples", "4", "--joined_min_length", "300"], "got 300 and 256"),
+    ("sst2", ["--joined_examples", "4", "--joined_max_length", "100000"], "--joined_max_length 100000 exceeds"),
+])
+def test_run_glue_rejects_joined_examples_it_cannot_make(task, flags, message, bert_dir, glue_files, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        run_glue.main(["--model_name_or_path", str(bert_dir), *glue_data_flags(glue_files, task), "--do_train",
+                       *flags, *training_flags(tmp_path)])
+    assert not (tmp_path / "all_results.json").exists()
+
+
 def test_run_glue_rejects_bad_arguments(bert_dir, glue_files, tmp_path):
     with pytest.raises(ValueError, match="Give --task_name, --dataset_name, or --train_file"):
         run_glue.main(["--model_name_or_path", str(bert_dir), "--do_train", *training_flags(tmp_path)])

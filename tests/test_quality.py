@@ -272,6 +272,17 @@ def test_recipe_study_smoke_measures_fidelity_and_resumes(tmp_path):
         seeded["variants"]["baseline"])
     markdown = (tmp_path / "results" / "recipe.md").read_text()
     assert "(student seed 7)" in markdown and "Across student seeds" in markdown
+    # A variant that changes stage 2 alone reuses the stage 1 of the variant without the change (same seed), and
+    # its stage 2 adds the joined examples at the same number of steps.
+    joined = recipe.main([*argv[:-2], "mixed_lengths", "mixed_joined", "--student_seed", "7"])["variants"]
+    assert joined["mixed_joined@seed7"]["stage1"] == joined["mixed_lengths@seed7"]["stage1"] == "mixed_lengths-seed7"
+    assert not (tmp_path / "cache" / "mixed_joined-seed7" / "stage1").exists()
+    stage2 = common.read_json(tmp_path / "cache" / "mixed_joined-seed7" / "stage2" / "all_results.json")
+    plain = common.read_json(tmp_path / "cache" / "mixed_lengths-seed7" / "stage2" / "all_results.json")
+    assert stage2["train_samples"] == plain["train_samples"] + 1000
+    states = [common.read_json(tmp_path / "cache" / name / "stage2" / "trainer_state.json")
+              for name in ("mixed_joined-seed7", "mixed_lengths-seed7")]
+    assert states[0]["global_step"] == states[1]["global_step"] == recipe.stage2_steps(recipe.parse_args(argv))
 
 
 @pytest.mark.real_assets

@@ -15,6 +15,10 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
 - ``stage2_lr``: stage 2 at lr 2e-4 (the quality benchmark's) instead of 1e-4.
 - ``mixed_calibrated``: mixed lengths and the activation-aware initialisation, terms as they come.
 - ``recipe``: mixed lengths, normalised terms and the activation-aware initialisation together.
+- ``mixed_joined`` / ``mixed_calibrated_joined``: ``mixed_lengths`` / ``mixed_calibrated`` with stage 2 also on
+  1,000 long inputs joined from same-label training snippets (64-256 tokens, ``run_glue.py --joined_examples``),
+  the same 250 steps of 32 examples, batched by length. Their stage 1 is that of the variant without it (the same
+  run, reused from the cache when there), so the pair differs in stage 2 alone.
 
 Every student is measured in the distribution (the 64-token validation snippets) and beyond it: accuracy on long
 reviews joined from same-movie, same-label validation snippets (128 and 256 tokens; no movie is in training), and
@@ -30,6 +34,7 @@ Results: ``benchmarks/results/recipe.{json,md,png}``.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -67,6 +72,9 @@ CHANGES = {
     "normalized": (["--loss_normalization", "teacher"], [], False),
     "calibrated": ([], [], True),
     "stage2_lr": ([], ["--learning_rate", "2e-4"], False),
+    # 1,000 joined examples beside the 4,000 snippets; run_variant keeps stage 2 at the baseline's step count.
+    "joined": ([], ["--joined_examples", "1000", "--joined_max_length", "256", "--train_sampling_strategy",
+                    "group_by_length"], False),
 }
 VARIANTS = {
     "baseline": [],
@@ -77,6 +85,8 @@ VARIANTS = {
     "mixed_normalized": ["mixed_lengths", "normalized"],
     "mixed_calibrated": ["mixed_lengths", "calibrated"],
     "recipe": ["mixed_lengths", "normalized", "calibrated"],
+    "mixed_joined": ["mixed_lengths", "joined"],
+    "mixed_calibrated_joined": ["mixed_lengths", "calibrated", "joined"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -87,6 +97,8 @@ LABELS = {
     "mixed_normalized": "64-256-token blocks + normalised terms",
     "mixed_calibrated": "64-256-token blocks + activation-aware init",
     "recipe": "new recipe: 64-256-token blocks + normalised terms + activation-aware init",
+    "mixed_joined": "64-256-token blocks + stage 2 on joined snippets",
+    "mixed_calibrated_joined": "64-256-token blocks + activation-aware init + stage 2 on joined snippets",
 }
 
 
@@ -212,8 +224,10 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
     if summary_path.is_file():
         return read_json(summary_path)
     stage1_flags, stage2_flags, calibrated = variant_settings(name)
+    if "--joined_examples" in stage2_flags:  # more examples, the same number of steps
+        stage2_flags = [*stage2_flags, "--max_steps", str(stage2_steps(args))]
     init = student_init(args, teacher_dir, data, calibrated)
-    stage1, stage2 = folder / "stage1", folder / "stage2"
+    stage1, stage2 = shared_stage1(args, name) or folder / "stage1", folder / "stage2"
     timings = {}
     if not (stage1 / "train_results.json").is_file():
         began = time.time()
@@ -231,10 +245,27 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
                        "--num_train_epochs", str(args.stage2_epochs), "--warmup_steps", "0.1",
                        *stage2_flags, *flags(args, stage2, seed)])
         timings["stage2_seconds"] = time.time() - began
-    summary = {"name": name, "student_seed": seed, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
+    summary = {"name": name, "student_seed": seed, "stage1": stage1.parent.name, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
                **timings, "fidelity": measure_fidelity(args, teacher_dir, stage2, data)}
     write_json(summary_path, summary)
     return read_json(summary_path)  # as a later run reads it (JSON keys are strings)
+
+
+def stage2_steps(args) -> int:
+    """The baseline's stage-2 optimizer steps: its epochs over the training snippets."""
+    return math.ceil(args.stage2_epochs * math.ceil(args.train_sentences / args.batch_size))
+
+
+def shared_stage1(args, name: str) -> Path | None:
+    """A finished stage 1 of another variant with the same stage-1 settings and student seed, if the cache has one."""
+    stage1_flags, _, calibrated = variant_settings(name)
+    for other in VARIANTS:
+        other_stage1, _, other_calibrated = variant_settings(other)
+        folder = args.cache_dir / run_key(args, other).replace("@", "-") / "stage1"
+        if (other != name and (other_stage1, other_calibrated) == (stage1_flags, calibrated)
+                and (folder / "train_results.json").is_file()):
+            return folder
+    return None
 
 
 def measure_fidelity(args, teacher_dir: Path, student_dir: Path, data: Path) -> dict:

@@ -1,0 +1,78 @@
+# Copyright 2026 The kron-transformers Authors. Licensed under the Apache License, Version 2.0.
+"""Training inputs longer than the task's, for distilling a student that keeps its teacher's behaviour on them.
+
+A classification task of short texts (Rotten Tomatoes snippets, SST-2 sentences) distils the student on short inputs
+only, and task distillation can move what the student does on longer ones, where users send reviews, not snippets.
+``join_examples`` makes long training inputs from the task's own: texts of one label joined until they reach a
+length drawn between two bounds. In distillation the teacher's outputs on them are the target (TinyBERT augments its
+task data for the same reason, with word replacements instead of joins); their label is the one every joined text
+shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .fidelity import with_special_tokens
+
+
+def join_examples(
+    input_ids: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    tokenizer,
+    count: int,
+    min_length: int,
+    max_length: int,
+    seed: int = 0,
+) -> tuple[list[list[int]], list[int]]:
+    """``count`` inputs, each same-label examples joined to a length drawn uniformly from ``[min_length, max_length]``.
+
+    Args:
+        input_ids: the tokenized training examples, special tokens included (as the tokenizer returns them).
+        labels: their class ids.
+        tokenizer: the tokenizer that made ``input_ids`` (its special tokens are stripped before joining and put
+            back around each joined input).
+        count: how many inputs to make.
+        min_length, max_length: bounds on each input's length in tokens, special tokens included.
+        seed: the random generator's seed (which examples, which lengths).
+
+    Returns:
+        The token-id sequences and their labels. The label of each input is that of a training example drawn at
+        random, so the classes keep their training proportions; its texts are drawn without replacement among that
+        class's examples, and the last one is cut where the drawn length ends (an input is shorter than
+        ``min_length`` only when all of its class's texts together are).
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0; got {count}.")
+    if len(input_ids) != len(labels):
+        raise ValueError(f"input_ids and labels differ in length: {len(input_ids)} and {len(labels)}.")
+    n_special = tokenizer.num_special_tokens_to_add(pair=False)
+    if not n_special < min_length <= max_length:
+        raise ValueError(
+            f"Expected {n_special} < min_length <= max_length (room for text beside the special tokens); got "
+            f"min_length={min_length}, max_length={max_length}."
+        )
+    if count == 0:
+        return [], []
+    if not len(input_ids):
+        raise ValueError("No examples to join.")
+    bodies = [[token for token, special in zip(ids, tokenizer.get_special_tokens_mask(
+        list(ids), already_has_special_tokens=True)) if not special] for ids in input_ids]
+    by_label: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(int(label), []).append(index)
+    rng = np.random.default_rng(seed)
+    sequences, targets = [], []
+    for _ in range(count):
+        label = int(labels[rng.integers(len(labels))])
+        budget = int(rng.integers(min_length, max_length + 1)) - n_special
+        joined: list[int] = []
+        for index in rng.permutation(by_label[label]):
+            joined.extend(bodies[index])
+            if len(joined) >= budget:
+                break
+        sequences.append(with_special_tokens(tokenizer, joined[:budget]))
+        targets.append(label)
+    return sequences, targets
