@@ -226,6 +226,9 @@ def test_kronecker_shapes_prefers_cheaper_among_equal_compression():
         ((1, 4), (12, 8)),   # a first with m1 == 1: the bias is fused into addmm
         ((2, 3), (16, 12)),  # a first, batched, m1 > 1
         ((2, 12), (3, 8)),   # a first, c = 8 < k = 12: torch.matmul's fold when a requires grad
+        ((6, 6), (2, 2)),    # a tie with a narrow b (KroneckerBERT_8's attention): a first, then one batched
+                             # product over the transposed GEMM's output view, the bias fused (baddbmm)
+        ((6, 5), (3, 2)),    # a first (cheaper), narrow x: the same batched product over the view
     ],
 )
 def test_kron_linear_wide_paths_with_bias_and_grad(a_shape, b_shape, requires_grad):

@@ -99,7 +99,11 @@ def kron_linear(
     flops = kron_flops((m1, n1), (m2, n2), r)
     if torch.compiler.is_exporting():
         return _kron_linear_2d(x, a, b, bias, b_first=flops["b_first"] <= flops["a_first"])
-    if flops["b_first"] <= flops["a_first"]:
+    # On a tie (KroneckerBERT_8's attention: a 384x384, b 2x2), b first would end in a transposed GEMM, a transposed
+    # copy and a GEMM of 2 columns; a first ends in one batched product over the transposed GEMM's output, in place.
+    if flops["b_first"] < flops["a_first"] or (
+        flops["b_first"] == flops["a_first"] and m2 >= _BATCHED_MATMUL_MIN_COLUMNS
+    ):
         # T = X @ b.T: (n*n1, n2) @ (n2, r*m2) -> (n, n1, r, m2) -> (n, r*n1, m2); Y = a @ T: (n, m1, m2)
         t = x.reshape(n * n1, n2) @ b.permute(2, 0, 1).reshape(n2, r * m2)
         t = t.view(n, n1, m2) if r == 1 else t.view(n, n1, r, m2).transpose(1, 2).reshape(n, r * n1, m2)
@@ -107,8 +111,15 @@ def kron_linear(
     else:
         # U = a @ X: (r*m1, n1) @ (n, n1, n2) -> (n, r, m1, n2) -> (n*m1, r*n2); Y = U @ b.T: (n, m1, m2)
         u = _left_matmul(a.reshape(r * m1, n1), x.reshape(n, n1, n2))
-        u = u.reshape(n * m1, n2) if r == 1 else u.reshape(n, r, m1, n2).transpose(1, 2).reshape(n * m1, r * n2)
         b_t = b.permute(0, 2, 1).reshape(r * n2, m2)
+        if r == 1 and not u.is_contiguous():
+            # U is the transposed view a narrow X leaves (_left_matmul): multiply it as it lies, one batched product,
+            # instead of copying it into rows for a GEMM (2-3x faster for b of 2x2, measured).
+            batched_b = b_t.expand(n, n2, m2)
+            if bias is None:
+                return torch.bmm(u, batched_b).reshape(*lead, m1 * m2)
+            return torch.baddbmm(bias.view(m1, m2).expand(n, m1, m2), u, batched_b).reshape(*lead, m1 * m2)
+        u = u.reshape(n * m1, n2) if r == 1 else u.reshape(n, r, m1, n2).transpose(1, 2).reshape(n * m1, r * n2)
         if bias is None:
             y = u @ b_t
         elif m1 == 1:
