@@ -19,6 +19,7 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   1,000 long inputs joined from same-label training snippets (64-256 tokens, ``run_glue.py --joined_examples``),
   the same 250 steps of 32 examples, batched by length. Their stage 1 is that of the variant without it (the same
   run, reused from the cache when there), so the pair differs in stage 2 alone.
+- ``mixed_stage2_lr``: ``mixed_lengths`` with stage 2 at lr 2e-4 (its stage 1 shared likewise).
 
 Every student is measured in the distribution (the 64-token validation snippets) and beyond it: accuracy on long
 reviews joined from same-movie, same-label validation snippets (128 and 256 tokens; no movie is in training), and
@@ -87,6 +88,7 @@ VARIANTS = {
     "recipe": ["mixed_lengths", "normalized", "calibrated"],
     "mixed_joined": ["mixed_lengths", "joined"],
     "mixed_calibrated_joined": ["mixed_lengths", "calibrated", "joined"],
+    "mixed_stage2_lr": ["mixed_lengths", "stage2_lr"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -99,6 +101,7 @@ LABELS = {
     "recipe": "new recipe: 64-256-token blocks + normalised terms + activation-aware init",
     "mixed_joined": "64-256-token blocks + stage 2 on joined snippets",
     "mixed_calibrated_joined": "64-256-token blocks + activation-aware init + stage 2 on joined snippets",
+    "mixed_stage2_lr": "64-256-token blocks + stage 2 at lr 2e-4",
 }
 
 
