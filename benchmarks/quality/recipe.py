@@ -20,6 +20,8 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   the same 250 steps of 32 examples, batched by length. Their stage 1 is that of the variant without it (the same
   run, reused from the cache when there), so the pair differs in stage 2 alone.
 - ``mixed_stage2_lr``: ``mixed_lengths`` with stage 2 at lr 2e-4 (its stage 1 shared likewise).
+- ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
+  per step), instead of ``mixed_lengths``' 64 to 256.
 
 Every student is measured in the distribution (the 64-token validation snippets) and beyond it: accuracy on long
 reviews joined from same-movie, same-label validation snippets (128 and 256 tokens; no movie is in training), and
@@ -70,6 +72,9 @@ CHANGES = {
     # blocks of similar length batched together (little padding).
     "mixed_lengths": (["--max_seq_length", "256", "--min_seq_length", "64", "--per_device_train_batch_size", "12",
                        "--train_sampling_strategy", "group_by_length"], [], False),
+    # Blocks up to the teacher's maximum (512): 7 blocks of 288 tokens on average, about the same tokens per step.
+    "lengths_512": (["--max_seq_length", "512", "--min_seq_length", "64", "--per_device_train_batch_size", "7",
+                     "--train_sampling_strategy", "group_by_length"], [], False),
     "normalized": (["--loss_normalization", "teacher"], [], False),
     "calibrated": ([], [], True),
     "stage2_lr": ([], ["--learning_rate", "2e-4"], False),
@@ -89,6 +94,7 @@ VARIANTS = {
     "mixed_joined": ["mixed_lengths", "joined"],
     "mixed_calibrated_joined": ["mixed_lengths", "calibrated", "joined"],
     "mixed_stage2_lr": ["mixed_lengths", "stage2_lr"],
+    "lengths_512": ["lengths_512"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -102,6 +108,7 @@ LABELS = {
     "mixed_joined": "64-256-token blocks + stage 2 on joined snippets",
     "mixed_calibrated_joined": "64-256-token blocks + activation-aware init + stage 2 on joined snippets",
     "mixed_stage2_lr": "64-256-token blocks + stage 2 at lr 2e-4",
+    "lengths_512": "stage-1 blocks of 64-512 tokens (batch 7)",
 }
 
 
