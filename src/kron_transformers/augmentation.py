@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
+import torch
 
 from .fidelity import with_special_tokens
 
@@ -63,14 +63,15 @@ def join_examples(
     by_label: dict[int, list[int]] = {}
     for index, label in enumerate(labels):
         by_label.setdefault(int(label), []).append(index)
-    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
     sequences, targets = [], []
     for _ in range(count):
-        label = int(labels[rng.integers(len(labels))])
-        budget = int(rng.integers(min_length, max_length + 1)) - n_special
+        label = int(labels[int(torch.randint(len(labels), (), generator=generator))])
+        budget = int(torch.randint(min_length, max_length + 1, (), generator=generator)) - n_special
         joined: list[int] = []
-        for index in rng.permutation(by_label[label]):
-            joined.extend(bodies[index])
+        members = by_label[label]
+        for position in torch.randperm(len(members), generator=generator).tolist():
+            joined.extend(bodies[members[position]])
             if len(joined) >= budget:
                 break
         sequences.append(with_special_tokens(tokenizer, joined[:budget]))
