@@ -19,7 +19,8 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   1,000 long inputs joined from same-label training snippets (64-256 tokens, ``run_glue.py --joined_examples``),
   the same 250 steps of 32 examples, batched by length. Their stage 1 is that of the variant without it (the same
   run, reused from the cache when there), so the pair differs in stage 2 alone.
-- ``mixed_stage2_lr``: ``mixed_lengths`` with stage 2 at lr 2e-4 (its stage 1 shared likewise).
+- ``mixed_stage2_lr`` / ``mixed_stage2_lr_low``: ``mixed_lengths`` with stage 2 at lr 2e-4 / 5e-5 (its stage 1
+  shared likewise).
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -78,6 +79,7 @@ CHANGES = {
     "normalized": (["--loss_normalization", "teacher"], [], False),
     "calibrated": ([], [], True),
     "stage2_lr": ([], ["--learning_rate", "2e-4"], False),
+    "stage2_lr_low": ([], ["--learning_rate", "5e-5"], False),
     # 1,000 joined examples beside the 4,000 snippets; run_variant keeps stage 2 at the baseline's step count.
     "joined": ([], ["--joined_examples", "1000", "--joined_max_length", "256", "--train_sampling_strategy",
                     "group_by_length"], False),
@@ -95,6 +97,7 @@ VARIANTS = {
     "mixed_calibrated_joined": ["mixed_lengths", "calibrated", "joined"],
     "mixed_stage2_lr": ["mixed_lengths", "stage2_lr"],
     "lengths_512": ["lengths_512"],
+    "mixed_stage2_lr_low": ["mixed_lengths", "stage2_lr_low"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -109,6 +112,7 @@ LABELS = {
     "mixed_calibrated_joined": "64-256-token blocks + activation-aware init + stage 2 on joined snippets",
     "mixed_stage2_lr": "64-256-token blocks + stage 2 at lr 2e-4",
     "lengths_512": "stage-1 blocks of 64-512 tokens (batch 7)",
+    "mixed_stage2_lr_low": "64-256-token blocks + stage 2 at lr 5e-5",
 }
 
 
