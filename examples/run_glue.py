@@ -96,6 +96,16 @@ class DataTrainingArguments:
     )
     joined_min_length: int | None = field(default=None, metadata={"help": "Default: --max_seq_length."})
     joined_max_length: int = field(default=256, metadata={"help": "Longest joined example, in tokens."})
+    unlabelled_file: str | None = field(
+        default=None,
+        metadata={"help": "A text file (one document per line, e.g. news) to cut --unlabelled_examples blocks from, "
+                  "added to the training set without labels: the student then also matches the teacher's outputs "
+                  "and layers on text beyond the task's (kron_transformers.augmentation.text_blocks). "
+                  "Classification only (the task loss skips them)."},
+    )
+    unlabelled_examples: int = field(default=0, metadata={"help": "How many blocks to cut from --unlabelled_file."})
+    unlabelled_min_length: int | None = field(default=None, metadata={"help": "Default: --max_seq_length."})
+    unlabelled_max_length: int = field(default=256, metadata={"help": "Longest unlabelled block, in tokens."})
 
     def __post_init__(self):
         if self.task_name is not None:
@@ -110,6 +120,18 @@ class DataTrainingArguments:
         if self.joined_examples and not 2 < joined_min_length <= self.joined_max_length:
             raise ValueError(f"Expected 2 < --joined_min_length <= --joined_max_length; got {joined_min_length} and "
                              f"{self.joined_max_length}.")
+        if self.unlabelled_examples < 0:
+            raise ValueError(f"--unlabelled_examples must be >= 0; got {self.unlabelled_examples}.")
+        if bool(self.unlabelled_examples) != (self.unlabelled_file is not None):
+            raise ValueError("--unlabelled_examples and --unlabelled_file go together; got "
+                             f"--unlabelled_examples {self.unlabelled_examples} and --unlabelled_file "
+                             f"{self.unlabelled_file!r}.")
+        if self.unlabelled_file is not None and not os.path.isfile(self.unlabelled_file):
+            raise OSError(f"--unlabelled_file {self.unlabelled_file!r} does not exist.")
+        unlabelled_min_length = self.max_seq_length if self.unlabelled_min_length is None else self.unlabelled_min_length
+        if self.unlabelled_examples and not 2 < unlabelled_min_length <= self.unlabelled_max_length:
+            raise ValueError(f"Expected 2 < --unlabelled_min_length <= --unlabelled_max_length; got "
+                             f"{unlabelled_min_length} and {self.unlabelled_max_length}.")
         for name in ("train_file", "validation_file", "test_file"):
             path = getattr(self, name)
             if path is not None and path.rsplit(".", 1)[-1] not in ("csv", "json", "jsonl"):
@@ -181,6 +203,29 @@ def add_joined_examples(train_dataset, tokenizer, data_args, max_seq_length: int
     return concatenate_datasets([kept, joined])
 
 
+def add_unlabelled_blocks(train_dataset, tokenizer, data_args, max_seq_length: int, seed: int):
+    """``train_dataset`` with ``--unlabelled_examples`` blocks of ``--unlabelled_file`` appended, labelled -100."""
+    from datasets import Dataset, Value, concatenate_datasets
+
+    from kron_transformers.augmentation import text_blocks
+
+    with open(data_args.unlabelled_file, encoding="utf-8") as file:
+        texts = [line.strip() for line in file if line.strip()]
+    min_length = max_seq_length if data_args.unlabelled_min_length is None else data_args.unlabelled_min_length
+    blocks = text_blocks(texts, tokenizer, data_args.unlabelled_examples, min_length, data_args.unlabelled_max_length,
+                         seed=seed)
+    columns = {"input_ids": blocks, "label": [-100] * len(blocks)}
+    for name, value in (("attention_mask", 1), ("token_type_ids", 0)):
+        if name in train_dataset.column_names:
+            columns[name] = [[value] * len(ids) for ids in blocks]
+    kept = train_dataset.select_columns(list(columns))
+    kept = kept.cast_column("label", Value("int64"))  # a ClassLabel column has no -100
+    unlabelled = Dataset.from_dict(columns).cast(kept.features)
+    logger.info(f"Added {len(unlabelled)} unlabelled blocks of {min_length}-{data_args.unlabelled_max_length} tokens "
+                f"from {data_args.unlabelled_file}.")
+    return concatenate_datasets([kept, unlabelled])
+
+
 def load_raw_datasets(data_args, model_args):
     if data_args.task_name is not None:
         return load_dataset("nyu-mll/glue", data_args.task_name, cache_dir=model_args.cache_dir, token=model_args.token)
@@ -230,6 +275,9 @@ def main(argv=None):
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
+    if data_args.unlabelled_examples and model_args.teacher_name_or_path is None:
+        raise ValueError("--unlabelled_examples needs --teacher_name_or_path: without labels, only a teacher's outputs "
+                         "can be the target.")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     log_level = training_args.get_process_log_level()
@@ -271,6 +319,9 @@ def main(argv=None):
         else:
             sentence1_key, sentence2_key = non_label[0], None
 
+    if data_args.unlabelled_examples and is_regression:
+        raise ValueError("--unlabelled_examples needs a classification task: a regression loss cannot skip the "
+                         "unlabelled blocks.")
     if data_args.joined_examples and (sentence2_key is not None or is_regression):
         raise ValueError(f"--joined_examples joins the texts of one class: it needs single-text classification, but "
                          f"the data has {'text pairs' if sentence2_key is not None else 'a regression label'}.")
@@ -282,13 +333,14 @@ def main(argv=None):
         model_args.model_name_or_path, num_labels=num_labels,
         finetuning_task=data_args.task_name or "text-classification", **hub_kwargs,
     )
-    if data_args.joined_examples:
-        limits = [getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
-                  tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None]  # 1e30: no limit
-        longest = min((limit for limit in limits if limit), default=data_args.joined_max_length)
-        if data_args.joined_max_length > longest:
-            raise ValueError(f"--joined_max_length {data_args.joined_max_length} exceeds the {longest} tokens the "
-                             f"model and tokenizer accept.")
+    limits = [getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None),
+              tokenizer.model_max_length if tokenizer.model_max_length < 10**9 else None]  # 1e30: no limit
+    longest = min((limit for limit in limits if limit), default=None)
+    for flag, wanted in (("joined", data_args.joined_examples), ("unlabelled", data_args.unlabelled_examples)):
+        length = getattr(data_args, f"{flag}_max_length")
+        if wanted and longest is not None and length > longest:
+            raise ValueError(f"--{flag}_max_length {length} exceeds the {longest} tokens the model and tokenizer "
+                             f"accept.")
     if tokenizer.pad_token is None:
         # GPT-2 (KnGPT2's GLUE runs) has no padding token: pad with EOS; its classifier reads the last non-pad token.
         tokenizer.pad_token = tokenizer.eos_token
@@ -368,6 +420,8 @@ def main(argv=None):
     train_dataset = split("train", data_args.max_train_samples, "--do_train") if training_args.do_train else None
     if train_dataset is not None and data_args.joined_examples:
         train_dataset = add_joined_examples(train_dataset, tokenizer, data_args, max_seq_length, training_args.seed)
+    if train_dataset is not None and data_args.unlabelled_examples:
+        train_dataset = add_unlabelled_blocks(train_dataset, tokenizer, data_args, max_seq_length, training_args.seed)
     eval_dataset = split("validation", data_args.max_eval_samples, "--do_eval") if training_args.do_eval else None
     predict_dataset = split("test", data_args.max_predict_samples, "--do_predict") if training_args.do_predict else None
 

@@ -66,3 +66,22 @@ def test_bad_arguments_are_named(tokenizer, count, low, high, message):
     with pytest.raises(ValueError, match="differ in length: 60 and 59"):
         join_examples(input_ids, labels[:-1], tokenizer, 5, 20, 40)
     assert join_examples(input_ids, labels, tokenizer, 0, 20, 40) == ([], [])
+
+
+def test_text_blocks_are_cut_from_the_token_stream_at_drawn_lengths(tokenizer):
+    from kron_transformers.augmentation import text_blocks
+
+    texts = [f"article {i} " + "the news of the day " * (3 + i) for i in range(20)]
+    stream = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in ids]
+    blocks = text_blocks(texts, tokenizer, 50, 16, 40, seed=1)
+    assert len(blocks) == 50 and len({len(b) for b in blocks}) > 5
+    for ids in blocks:
+        assert 16 <= len(ids) <= 40 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+        body = ids[1:-1]
+        assert any(stream[i:i + len(body)] == body for i in range(len(stream) - len(body) + 1))
+    assert blocks == text_blocks(texts, tokenizer, 50, 16, 40, seed=1)
+    assert text_blocks(texts, tokenizer, 0, 16, 40) == []
+    with pytest.raises(ValueError, match="too few for blocks of up to 100000"):
+        text_blocks(texts, tokenizer, 3, 16, 100000)
+    with pytest.raises(ValueError, match="got min_length=50, max_length=40"):
+        text_blocks(texts, tokenizer, 3, 50, 40)

@@ -314,6 +314,44 @@ def test_run_glue_distils_on_joined_long_examples_too(glue_files, glue_teachers,
     assert set(joined["label"]) <= set(dataset["label"][:len(expected)])
 
 
+def test_run_glue_distils_on_unlabelled_text_blocks_too(glue_files, glue_teachers, text_files, tmp_path):
+    teacher_dir, _ = glue_teachers["sst2"]
+    trainer = run_glue.main(["--model_name_or_path", str(teacher_dir), "--compression", "2",
+                             "--teacher_name_or_path", str(teacher_dir), *glue_data_flags(glue_files, "sst2"),
+                             "--unlabelled_file", str(text_files[0]), "--unlabelled_examples", "12",
+                             "--unlabelled_max_length", "40", "--do_train", "--per_device_train_batch_size", "4",
+                             *training_flags(tmp_path, steps=8)])
+    rows = read_csv_rows(glue_files["sst2", "train"])
+    dataset = trainer.train_dataset
+    assert len(dataset) == len(rows["label"]) + 12
+    blocks = dataset.select(range(len(rows["label"]), len(dataset)))
+    assert set(blocks["label"]) == {-100} and set(dataset["label"][:len(rows["label"])]) <= {0, 1}
+    assert all(24 <= len(ids) <= 40 for ids in blocks["input_ids"])
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    text = " ".join(line for line in text_files[0].read_text().splitlines() if line)
+    for ids in blocks["input_ids"]:
+        assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+        assert tokenizer.decode(ids[1:-1]) in tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # Every logged loss is finite (the task loss skips the blocks labelled -100).
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses and all(np.isfinite(losses))
+
+
+def test_run_glue_rejects_unlabelled_blocks_it_cannot_use(bert_dir, glue_files, text_files, tmp_path):
+    flags = ["--unlabelled_file", str(text_files[0]), "--unlabelled_examples", "4"]
+    for task, extra, error, message in [
+        ("sst2", [], ValueError, "needs --teacher_name_or_path"),
+        ("stsb", ["--teacher_name_or_path", str(bert_dir)], ValueError, "needs a classification task"),
+        ("sst2", ["--unlabelled_examples", "0"], ValueError, "go together"),
+        ("sst2", ["--unlabelled_file", str(tmp_path / "none.txt")], OSError, "none.txt' does not exist"),
+        ("sst2", ["--unlabelled_max_length", "10"], ValueError, "got 24 and 10"),
+    ]:
+        with pytest.raises(error, match=message):
+            run_glue.main(["--model_name_or_path", str(bert_dir), *glue_data_flags(glue_files, task), "--do_train",
+                           *flags, *extra, *training_flags(tmp_path)])
+    assert not (tmp_path / "all_results.json").exists()
+
+
 @pytest.mark.parametrize("task, flags, message", [
     ("mrpc", ["--joined_examples", "4"], "needs single-text classification, but the data has text pairs"),
     ("stsb", ["--joined_examples", "4"], "but the data has text pairs"),

@@ -21,6 +21,9 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   run, reused from the cache when there), so the pair differs in stage 2 alone.
 - ``mixed_stage2_lr`` / ``mixed_stage2_lr_low``: ``mixed_lengths`` with stage 2 at lr 2e-4 / 5e-5 (its stage 1
   shared likewise).
+- ``mixed_news``: ``mixed_lengths`` with stage 2 also on 500 unlabelled blocks of 64-512 tokens cut from the
+  stage-1 news (``run_glue.py --unlabelled_file``; label -100, so only the teacher's outputs and layers are their
+  target), the same 250 steps.
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -80,6 +83,9 @@ CHANGES = {
     "calibrated": ([], [], True),
     "stage2_lr": ([], ["--learning_rate", "2e-4"], False),
     "stage2_lr_low": ([], ["--learning_rate", "5e-5"], False),
+    # 500 unlabelled news blocks of 64-512 tokens beside the snippets (the stage-1 news, not the held-out articles).
+    "news_blocks": ([], ["--unlabelled_file", "{data}/news_train.txt", "--unlabelled_examples", "500",
+                         "--unlabelled_max_length", "512", "--train_sampling_strategy", "group_by_length"], False),
     # 1,000 joined examples beside the 4,000 snippets; run_variant keeps stage 2 at the baseline's step count.
     "joined": ([], ["--joined_examples", "1000", "--joined_max_length", "256", "--train_sampling_strategy",
                     "group_by_length"], False),
@@ -98,6 +104,7 @@ VARIANTS = {
     "mixed_stage2_lr": ["mixed_lengths", "stage2_lr"],
     "lengths_512": ["lengths_512"],
     "mixed_stage2_lr_low": ["mixed_lengths", "stage2_lr_low"],
+    "mixed_news": ["mixed_lengths", "news_blocks"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -113,6 +120,7 @@ LABELS = {
     "mixed_stage2_lr": "64-256-token blocks + stage 2 at lr 2e-4",
     "lengths_512": "stage-1 blocks of 64-512 tokens (batch 7)",
     "mixed_stage2_lr_low": "64-256-token blocks + stage 2 at lr 5e-5",
+    "mixed_news": "64-256-token blocks + stage 2 also on unlabelled news",
 }
 
 
@@ -238,8 +246,9 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
     if summary_path.is_file():
         return read_json(summary_path)
     stage1_flags, stage2_flags, calibrated = variant_settings(name)
-    if "--joined_examples" in stage2_flags:  # more examples, the same number of steps
-        stage2_flags = [*stage2_flags, "--max_steps", str(stage2_steps(args))]
+    if "--joined_examples" in stage2_flags or "--unlabelled_examples" in stage2_flags:
+        stage2_flags = [*stage2_flags, "--max_steps", str(stage2_steps(args))]  # more examples, the same steps
+    run_stage2_flags = [flag.replace("{data}", str(data)) for flag in stage2_flags]  # the summary keeps "{data}"
     init = student_init(args, teacher_dir, data, calibrated)
     stage1, stage2 = shared_stage1(args, name) or folder / "stage1", folder / "stage2"
     timings = {}
@@ -257,7 +266,7 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
         run_glue.main(["--model_name_or_path", str(stage1), "--teacher_name_or_path", str(teacher_dir),
                        *glue_files(data), "--do_train", "--do_eval", "--max_seq_length", "64",
                        "--num_train_epochs", str(args.stage2_epochs), "--warmup_steps", "0.1",
-                       *stage2_flags, *flags(args, stage2, seed)])
+                       *run_stage2_flags, *flags(args, stage2, seed)])
         timings["stage2_seconds"] = time.time() - began
     summary = {"name": name, "student_seed": seed, "stage1": stage1.parent.name, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
                **timings, "fidelity": measure_fidelity(args, teacher_dir, stage2, data)}

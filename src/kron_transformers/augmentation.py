@@ -6,7 +6,8 @@ only, and task distillation can move what the student does on longer ones, where
 ``join_examples`` makes long training inputs from the task's own: texts of one label joined until they reach a
 length drawn between two bounds. In distillation the teacher's outputs on them are the target (TinyBERT augments its
 task data for the same reason, with word replacements instead of joins); their label is the one every joined text
-shares.
+shares. ``text_blocks`` cuts unlabelled inputs from other text (news), where only the teacher's outputs are the
+target.
 """
 
 from __future__ import annotations
@@ -77,3 +78,41 @@ def join_examples(
         sequences.append(with_special_tokens(tokenizer, joined[:budget]))
         targets.append(label)
     return sequences, targets
+
+
+def text_blocks(
+    texts: Sequence[str],
+    tokenizer,
+    count: int,
+    min_length: int,
+    max_length: int,
+    seed: int = 0,
+) -> list[list[int]]:
+    """``count`` unlabelled inputs cut from ``texts`` (e.g. news articles), of lengths drawn from
+    ``[min_length, max_length]`` tokens (special tokens included).
+
+    The texts are tokenized and concatenated in order; each block starts at a random token of that stream, so a block
+    may run across two texts, as the blocks of masked-LM pre-training do. Distilled on them, a task student matches its
+    teacher's outputs on text beyond the task's (their label is left out: ``-100``, which the task loss ignores).
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0; got {count}.")
+    n_special = tokenizer.num_special_tokens_to_add(pair=False)
+    if not n_special < min_length <= max_length:
+        raise ValueError(
+            f"Expected {n_special} < min_length <= max_length (room for text beside the special tokens); got "
+            f"min_length={min_length}, max_length={max_length}."
+        )
+    if count == 0:
+        return []
+    stream = [token for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+              for token in ids]
+    if len(stream) < max_length - n_special:
+        raise ValueError(f"The texts hold {len(stream)} tokens: too few for blocks of up to {max_length}.")
+    generator = torch.Generator().manual_seed(seed)
+    blocks = []
+    for _ in range(count):
+        body = int(torch.randint(min_length, max_length + 1, (), generator=generator)) - n_special
+        start = int(torch.randint(len(stream) - body + 1, (), generator=generator))
+        blocks.append(with_special_tokens(tokenizer, stream[start:start + body]))
+    return blocks
