@@ -274,7 +274,7 @@ def test_recipe_study_smoke_measures_fidelity_and_resumes(tmp_path):
     assert "(student seed 7)" in markdown and "Across student seeds" in markdown
     # A variant that changes stage 2 alone reuses the stage 1 of the variant without the change (same seed), and
     # its stage 2 adds the joined examples at the same number of steps.
-    joined = recipe.main([*argv[:-2], "mixed_lengths", "mixed_joined", "--student_seed", "7"])["variants"]
+    joined = recipe.main([*argv[:-2], "mixed_lengths", "mixed_joined", "mixed_news", "--student_seed", "7"])["variants"]
     assert joined["mixed_joined@seed7"]["stage1"] == joined["mixed_lengths@seed7"]["stage1"] == "mixed_lengths-seed7"
     assert not (tmp_path / "cache" / "mixed_joined-seed7" / "stage1").exists()
     stage2 = common.read_json(tmp_path / "cache" / "mixed_joined-seed7" / "stage2" / "all_results.json")
@@ -283,6 +283,11 @@ def test_recipe_study_smoke_measures_fidelity_and_resumes(tmp_path):
     states = [common.read_json(tmp_path / "cache" / name / "stage2" / "trainer_state.json")
               for name in ("mixed_joined-seed7", "mixed_lengths-seed7")]
     assert states[0]["global_step"] == states[1]["global_step"] == recipe.stage2_steps(recipe.parse_args(argv))
+    # Unlabelled news blocks: the same steps again, their folder named in the summary without this machine's path.
+    news = common.read_json(tmp_path / "cache" / "mixed_news-seed7" / "stage2" / "all_results.json")
+    assert news["train_samples"] == plain["train_samples"] + 500
+    assert joined["mixed_news@seed7"]["stage1"] == "mixed_lengths-seed7"
+    assert "{data}/news_train.txt" in joined["mixed_news@seed7"]["stage2_flags"]
 
 
 @pytest.mark.real_assets
