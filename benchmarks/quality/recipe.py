@@ -23,7 +23,8 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   shared likewise).
 - ``mixed_news``: ``mixed_lengths`` with stage 2 also on 500 unlabelled blocks of 64-256 tokens cut from the
   stage-1 news (``run_glue.py --unlabelled_file``; label -100, so only the teacher's outputs and layers are their
-  target), the same 250 steps; ``mixed_news_lr`` the same at lr 2e-4.
+  target), the same 250 steps; ``mixed_news_lr`` the same at lr 2e-4; ``mixed_joined_news_lr`` with the joined
+  snippets too (long inputs of both domains, so that length no longer tells news from reviews), at lr 2e-4.
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -107,6 +108,7 @@ VARIANTS = {
     "mixed_stage2_lr_low": ["mixed_lengths", "stage2_lr_low"],
     "mixed_news": ["mixed_lengths", "news_blocks"],
     "mixed_news_lr": ["mixed_lengths", "news_blocks", "stage2_lr"],
+    "mixed_joined_news_lr": ["mixed_lengths", "joined", "news_blocks", "stage2_lr"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -124,6 +126,7 @@ LABELS = {
     "mixed_stage2_lr_low": "64-256-token blocks + stage 2 at lr 5e-5",
     "mixed_news": "64-256-token blocks + stage 2 also on unlabelled news",
     "mixed_news_lr": "64-256-token blocks + stage 2 also on unlabelled news, at lr 2e-4",
+    "mixed_joined_news_lr": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news, at lr 2e-4",
 }
 
 
