@@ -99,10 +99,13 @@ def kron_linear(
     flops = kron_flops((m1, n1), (m2, n2), r)
     if torch.compiler.is_exporting():
         return _kron_linear_2d(x, a, b, bias, b_first=flops["b_first"] <= flops["a_first"])
-    # On a tie (KroneckerBERT_8's attention: a 384x384, b 2x2), b first would end in a transposed GEMM, a transposed
-    # copy and a GEMM of 2 columns; a first ends in one batched product over the transposed GEMM's output, in place.
+    # Without autograd, on a tie (KroneckerBERT_8's attention: a 384x384, b 2x2), b first would end in a transposed
+    # GEMM, a transposed copy and a GEMM of 2 columns; a first ends in one batched product over the transposed GEMM's
+    # output, in place (1.3x faster). With autograd that product's backward costs more than it saves (1.3x slower
+    # forward + backward, benchmarks/kronecker_linear.py), so training keeps b first.
+    batched_tail = not (torch.is_grad_enabled() and (x.requires_grad or a.requires_grad or b.requires_grad))
     if flops["b_first"] < flops["a_first"] or (
-        flops["b_first"] == flops["a_first"] and m2 >= _BATCHED_MATMUL_MIN_COLUMNS
+        flops["b_first"] == flops["a_first"] and (m2 >= _BATCHED_MATMUL_MIN_COLUMNS or not batched_tail)
     ):
         # T = X @ b.T: (n*n1, n2) @ (n2, r*m2) -> (n, n1, r, m2) -> (n, r*n1, m2); Y = a @ T: (n, m1, m2)
         t = x.reshape(n * n1, n2) @ b.permute(2, 0, 1).reshape(n2, r * m2)
@@ -112,7 +115,7 @@ def kron_linear(
         # U = a @ X: (r*m1, n1) @ (n, n1, n2) -> (n, r, m1, n2) -> (n*m1, r*n2); Y = U @ b.T: (n, m1, m2)
         u = _left_matmul(a.reshape(r * m1, n1), x.reshape(n, n1, n2))
         b_t = b.permute(0, 2, 1).reshape(r * n2, m2)
-        if r == 1 and not u.is_contiguous():
+        if batched_tail and r == 1 and not u.is_contiguous():
             # U is the transposed view a narrow X leaves (_left_matmul): multiply it as it lies, one batched product,
             # instead of copying it into rows for a GEMM (2-3x faster for b of 2x2, measured).
             batched_b = b_t.expand(n, n2, m2)
