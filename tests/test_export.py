@@ -16,7 +16,7 @@ from transformers import (
 import kron_transformers
 from kron_transformers import KroneckerBertConfig, KroneckerGPT2Config, KroneckerLinear
 from kron_transformers.export import check_onnx, export_onnx, onnx_session, quantize_onnx_int8
-from kron_transformers.kronecker import kron_linear
+from kron_transformers.kronecker import _kron_linear_2d, kron_linear
 
 
 BERT_HEADS = ["KroneckerBertModel", "KroneckerBertForMaskedLM", "KroneckerBertForSequenceClassification",
@@ -68,30 +68,77 @@ def test_every_head_exports_with_dynamic_axes_and_matches_pytorch(class_name, tm
     assert model.training is False
 
 
-def test_export_uses_two_dimensional_factor_matmuls(tmp_path):
-    """Every MatMul against a Kronecker factor has the factor as a 2-D right operand (one GEMM, pre-packed); no factor
-    is expanded over the batch."""
-    model = build("KroneckerBertForMaskedLM", bert_config(rank=2))
-    path = export_onnx(model, tmp_path / "model.onnx")
-    graph = onnx.load(str(path)).graph
-    constants = {init.name: list(init.dims) for init in graph.initializer}
-    constants.update({node.output[0]: None for node in graph.node if node.op_type == "Constant"})
-    factor_matmuls = 0
+def _constants(graph) -> set[str]:
+    """Names of the tensors an ONNX graph computes from constants alone: initializers, Constant nodes and every node
+    output fed only by those (the exporter leaves each factor's reshape as such a node)."""
+    names = {init.name for init in graph.initializer}
+    for node in graph.node:  # topologically sorted
+        if all(name in names for name in node.input if name):
+            names.update(node.output)
+    return names
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_export_runs_each_factor_product_as_gemms_without_expanding_a_factor(rank, tmp_path):
+    """Attention maps with a narrow B (2x2: transposed into one GEMM) and FFN maps with a wide one (a broadcast MatMul
+    of the 2-D factor over the tokens): every factor is a 2-D operand, none is expanded over the batch, and for rank 1
+    the only transposes of activations beyond the dense model's (attention heads) are 2-D ones."""
+    dense_config = BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=64)
+    config = KroneckerBertConfig.from_dense_config(dense_config, 4.0, kronecker_rank=rank, attention_a_shape=(16, 16),
+                                                ffn_a_shape=(1, 4))
+    model = build("KroneckerBertForMaskedLM", config)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(export_onnx(model, tmp_path / "model.onnx")))).graph
+    constants = _constants(graph)
+    ranks = {info.name: len(info.type.tensor_type.shape.dim) for info in graph.value_info}
+    ranks.update({init.name: len(init.dims) for init in graph.initializer})
+    left, right = 0, 0
     for node in graph.node:
-        assert node.op_type != "Expand" or not any(name in constants for name in node.input[:1]), node
-        if node.op_type == "MatMul":
-            assert node.input[0] not in constants, f"{node.name}: a constant left operand is a broadcast MatMul"
-            if node.input[1] in constants:
-                factor_matmuls += 1
-                assert len(constants[node.input[1]]) == 2, node.name
+        assert node.op_type != "Expand" or node.input[0] not in constants, node.name
+        if node.op_type == "MatMul" and node.input[0] in constants:
+            assert ranks[node.input[0]] == 2 and ranks[node.input[1]] == 3, node.name  # broadcast over the tokens
+            left += 1
+        elif node.op_type == "MatMul" and node.input[1] in constants:
+            assert ranks[node.input[1]] == 2, node.name
+            right += 1
     factored = sum(isinstance(m, KroneckerLinear) for m in model.modules())
-    assert factor_matmuls >= 2 * factored  # two per factored map, plus the dense layers' weights
+    ffn_maps = 2 * config.num_hidden_layers
+    assert left == ffn_maps and right >= 2 * factored - ffn_maps  # plus the dense layers' weights
+    if rank == 1:
+        dense = BertForMaskedLM(dense_config).eval()
+        dense_graph = onnx.load(str(export_onnx(dense, tmp_path / "dense.onnx"))).graph
+
+        def wide_transposes(g):
+            return sorted(tuple(a.ints) for n in g.node if n.op_type == "Transpose" for a in n.attribute
+                          if a.name == "perm" and len(a.ints) > 2)
+
+        assert wide_transposes(graph) == wide_transposes(dense_graph)
+        assert any(n.op_type == "Transpose" for n in graph.node if n.output[0] not in constants
+                   for a in n.attribute if a.name == "perm" and list(a.ints) == [1, 0])
+
+
+@pytest.mark.parametrize("b_first", [True, False])
+@pytest.mark.parametrize("a_shape,b_shape,rank", [((4, 3), (5, 2), 2), ((2, 8), (6, 3), 1), ((1, 6), (7, 1), 3),
+                                                   ((3, 2), (8, 10), 1), ((2, 3), (9, 8), 2), ((3, 4), (2, 9), 1),
+                                                   ((6, 1), (1, 6), 1), ((5, 1), (3, 4), 2)])
+def test_export_form_in_both_orders_matches_torch_kron(a_shape, b_shape, rank, b_first):
+    """Every branch of the exported form (each order; narrow and wide trailing widths; ranks 1-3) in float64."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(rank, *a_shape, generator=g, dtype=torch.float64)
+    b = torch.randn(rank, *b_shape, generator=g, dtype=torch.float64)
+    bias = torch.randn(a_shape[0] * b_shape[0], generator=g, dtype=torch.float64)
+    x = torch.randn(2, 3, a_shape[1] * b_shape[1], generator=g, dtype=torch.float64)
+    weight = sum(torch.kron(a[r], b[r]) for r in range(rank))
+    expected = x @ weight.T + bias
+    torch.testing.assert_close(_kron_linear_2d(x, a, b, bias, b_first), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(_kron_linear_2d(x, a, b, None, b_first), expected - bias, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("a_shape,b_shape,rank", [((4, 3), (5, 2), 2), ((2, 8), (6, 3), 1), ((1, 6), (7, 1), 3),
-                                                   ((6, 1), (1, 6), 1), ((3, 4), (1, 5), 2), ((5, 1), (3, 4), 2)])
+                                                   ((6, 1), (1, 6), 1), ((3, 4), (1, 5), 2), ((5, 1), (3, 4), 2),
+                                                   ((3, 2), (8, 10), 1), ((2, 3), (9, 8), 2)])
 def test_exported_form_matches_torch_kron(a_shape, b_shape, rank):
-    """The form torch.export traces (2-D matmuls), both orders, in float64 against torch.kron."""
+    """The form torch.export traces, in float64 against torch.kron: no bmm, no factor expanded."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(rank, *a_shape, generator=g, dtype=torch.float64)
     b = torch.randn(rank, *b_shape, generator=g, dtype=torch.float64)
@@ -117,14 +164,24 @@ def test_dense_model_exports_too(tmp_path):
 
 
 def test_int8_quantises_the_factors_and_stays_close(tmp_path):
-    model = build("KroneckerBertForSequenceClassification", bert_config(rank=1))
+    # Factors above the exporter's constant-folding limit (8,192 elements: A 96x96 and B 384x48 here), whose reshaped
+    # views stay nodes in the exported graph, as in every real model.
+    dense = BertConfig(vocab_size=96, hidden_size=192, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=384, max_position_embeddings=64, num_labels=3)
+    config = KroneckerBertConfig.from_dense_config(dense, 4.0, attention_a_shape=(96, 96), ffn_a_shape=(1, 4))
+    model = build("KroneckerBertForSequenceClassification", config)
+    assert max(p.numel() for name, p in model.named_parameters() if name.endswith((".a", ".b"))) > 8192
     path = export_onnx(model, tmp_path / "model.onnx")
     quantized = quantize_onnx_int8(path, tmp_path / "model.int8.onnx", min_weight_side=1)  # every factor
     graph = onnx.load(str(quantized)).graph
     ops = [node.op_type for node in graph.node]
     assert any(op in ("DynamicQuantizeMatMul", "MatMulInteger") for op in ops), sorted(set(ops))
     int8_weights = [init for init in graph.initializer if init.data_type == onnx.TensorProto.INT8]
-    assert len(int8_weights) >= 2 * sum(isinstance(m, KroneckerLinear) for m in model.modules())
+    assert len(int8_weights) >= sum(isinstance(m, KroneckerLinear) for m in model.modules())
+    # No product with a constant weight is left in float32, the factors' reshaped views included (without folding
+    # them first, quantize_dynamic saw no constant there and quantised nothing but the pooler of a real model).
+    constants = _constants(graph)
+    assert not [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm") and node.input[1] in constants]
     # int8 changes the outputs, but only a little: agreement measured, not exact.
     inputs = {"input_ids": torch.randint(0, 96, (4, 9)), "token_type_ids": torch.zeros(4, 9, dtype=torch.long)}
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])

@@ -7,10 +7,10 @@
     quantize_onnx_int8("model.onnx", "model.int8.onnx")      # int8 weights (the Kronecker factors), dynamic activations
 
 The export goes through ``torch.onnx.export(dynamo=True)``. While it traces, ``kron_linear`` switches to a form made
-of 2-D matmuls against the factors (``kronecker.py``), which onnxruntime runs as one GEMM each with the factor as a
-pre-packed constant; the eager form's batched matmul over a broadcast factor would become a broadcast ``MatMul`` that
-onnxruntime splits into one small GEMM per token. Nothing here is needed to load a checkpoint, so this module is not
-copied beside saved models.
+of plain matmuls against the 2-D factors (``kronecker._kron_linear_2d``): one GEMM over all tokens or one broadcast
+``MatMul`` per factor, never a factor expanded over the batch, and only 2-D transposes of activations, which
+onnxruntime runs fast on several threads. Nothing here is needed to load a checkpoint, so this module is not copied
+beside saved models.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -217,10 +218,17 @@ def quantize_onnx_int8(
     with a smaller weight stay float32: for a factor with a side of 2 or 16 (KroneckerBERT_8's and _21's attention
     ``B``), quantising the activations on every call costs more than the tiny product saves (quantising every factor
     made KroneckerBERT_8 1.06x slower than in float32). ``min_weight_side=1`` quantises every one. Embedding lookups
-    stay float32. Returns ``output_path``.
+    stay float32.
+
+    The file is first run through onnxruntime's quantisation pre-processing (``quant_pre_process``: constant folding),
+    which turns the exported graph's reshaped views of each factor into constant weights: without it
+    ``quantize_dynamic`` sees no constant operand in a Kronecker product and leaves every factor in float32. A product
+    whose constant is its left operand (a wide map's ``a @ X``, ``kronecker._kron_linear_2d``) stays float32. Written
+    through a temporary file beside ``output_path``: nothing is left there on failure. Returns ``output_path``.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path, output_path = Path(path), Path(output_path)
     if not path.is_file():
@@ -230,10 +238,15 @@ def quantize_onnx_int8(
     if not (isinstance(min_weight_side, int) and min_weight_side >= 1):
         raise ValueError(f"min_weight_side must be a positive integer; got {min_weight_side!r}.")
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(
-        path, output_path, op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
-        weight_type=QuantType.QInt8, nodes_to_exclude=_small_weight_products(onnx.load(path), min_weight_side),
-    )
+    with tempfile.TemporaryDirectory(dir=output_path.parent, prefix=f".{output_path.name}.") as staging:
+        folded, quantized = Path(staging) / "folded.onnx", Path(staging) / output_path.name
+        # Symbolic shape inference gives up on the exporter's dynamic shapes; constant folding is what matters here.
+        quant_pre_process(str(path), str(folded), skip_symbolic_shape=True)
+        quantize_dynamic(
+            folded, quantized, op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
+            weight_type=QuantType.QInt8, nodes_to_exclude=_small_weight_products(onnx.load(folded), min_weight_side),
+        )
+        os.replace(quantized, output_path)
     return output_path
 
 
