@@ -117,18 +117,23 @@ def test_export_runs_each_factor_product_as_gemms_without_expanding_a_factor(ran
                    for a in n.attribute if a.name == "perm" and list(a.ints) == [1, 0])
 
 
+def _float64_factors(a_shape, b_shape, rank):
+    """Random float64 factors, bias and input (batch 2 x 3 tokens), and the dense ``sum_r torch.kron(a[r], b[r])``."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(rank, *a_shape, generator=g, dtype=torch.float64)
+    b = torch.randn(rank, *b_shape, generator=g, dtype=torch.float64)
+    bias = torch.randn(a_shape[0] * b_shape[0], generator=g, dtype=torch.float64)
+    x = torch.randn(2, 3, a_shape[1] * b_shape[1], generator=g, dtype=torch.float64)
+    return a, b, bias, x, sum(torch.kron(a[r], b[r]) for r in range(rank))
+
+
 @pytest.mark.parametrize("b_first", [True, False])
 @pytest.mark.parametrize("a_shape,b_shape,rank", [((4, 3), (5, 2), 2), ((2, 8), (6, 3), 1), ((1, 6), (7, 1), 3),
                                                    ((3, 2), (8, 10), 1), ((2, 3), (9, 8), 2), ((3, 4), (2, 9), 1),
                                                    ((6, 1), (1, 6), 1), ((5, 1), (3, 4), 2)])
 def test_export_form_in_both_orders_matches_torch_kron(a_shape, b_shape, rank, b_first):
     """Every branch of the exported form (each order; narrow and wide trailing widths; ranks 1-3) in float64."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(rank, *a_shape, generator=g, dtype=torch.float64)
-    b = torch.randn(rank, *b_shape, generator=g, dtype=torch.float64)
-    bias = torch.randn(a_shape[0] * b_shape[0], generator=g, dtype=torch.float64)
-    x = torch.randn(2, 3, a_shape[1] * b_shape[1], generator=g, dtype=torch.float64)
-    weight = sum(torch.kron(a[r], b[r]) for r in range(rank))
+    a, b, bias, x, weight = _float64_factors(a_shape, b_shape, rank)
     expected = x @ weight.T + bias
     torch.testing.assert_close(_kron_linear_2d(x, a, b, bias, b_first), expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(_kron_linear_2d(x, a, b, None, b_first), expected - bias, rtol=1e-10, atol=1e-10)
@@ -139,12 +144,7 @@ def test_export_form_in_both_orders_matches_torch_kron(a_shape, b_shape, rank, b
                                                    ((3, 2), (8, 10), 1), ((2, 3), (9, 8), 2)])
 def test_exported_form_matches_torch_kron(a_shape, b_shape, rank):
     """The form torch.export traces, in float64 against torch.kron: no bmm, no factor expanded."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(rank, *a_shape, generator=g, dtype=torch.float64)
-    b = torch.randn(rank, *b_shape, generator=g, dtype=torch.float64)
-    bias = torch.randn(a_shape[0] * b_shape[0], generator=g, dtype=torch.float64)
-    x = torch.randn(2, 3, a_shape[1] * b_shape[1], generator=g, dtype=torch.float64)
-    weight = sum(torch.kron(a[r], b[r]) for r in range(rank))
+    a, b, bias, x, weight = _float64_factors(a_shape, b_shape, rank)
 
     class Layer(torch.nn.Module):
         def forward(self, x, a, b, bias):

@@ -45,16 +45,9 @@ def join_examples(
         class's examples, and the last one is cut where the drawn length ends (an input is shorter than
         ``min_length`` only when all of its class's texts together are).
     """
-    if count < 0:
-        raise ValueError(f"count must be >= 0; got {count}.")
+    n_special = _check_count_and_lengths(tokenizer, count, min_length, max_length)
     if len(input_ids) != len(labels):
         raise ValueError(f"input_ids and labels differ in length: {len(input_ids)} and {len(labels)}.")
-    n_special = tokenizer.num_special_tokens_to_add(pair=False)
-    if not n_special < min_length <= max_length:
-        raise ValueError(
-            f"Expected {n_special} < min_length <= max_length (room for text beside the special tokens); got "
-            f"min_length={min_length}, max_length={max_length}."
-        )
     if count == 0:
         return [], []
     if not len(input_ids):
@@ -95,14 +88,7 @@ def text_blocks(
     may run across two texts, as the blocks of masked-LM pre-training do. Distilled on them, a task student matches its
     teacher's outputs on text beyond the task's (their label is left out: ``-100``, which the task loss ignores).
     """
-    if count < 0:
-        raise ValueError(f"count must be >= 0; got {count}.")
-    n_special = tokenizer.num_special_tokens_to_add(pair=False)
-    if not n_special < min_length <= max_length:
-        raise ValueError(
-            f"Expected {n_special} < min_length <= max_length (room for text beside the special tokens); got "
-            f"min_length={min_length}, max_length={max_length}."
-        )
+    n_special = _check_count_and_lengths(tokenizer, count, min_length, max_length)
     if count == 0:
         return []
     stream = [token for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
@@ -116,3 +102,17 @@ def text_blocks(
         start = int(torch.randint(len(stream) - body + 1, (), generator=generator))
         blocks.append(with_special_tokens(tokenizer, stream[start:start + body]))
     return blocks
+
+
+def _check_count_and_lengths(tokenizer, count: int, min_length: int, max_length: int) -> int:
+    """Raise a ``ValueError`` for a negative ``count`` or lengths that leave no room for text; return the number of
+    special tokens ``tokenizer`` adds to one sequence."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0; got {count}.")
+    n_special = tokenizer.num_special_tokens_to_add(pair=False)
+    if not n_special < min_length <= max_length:
+        raise ValueError(
+            f"Expected {n_special} < min_length <= max_length (room for text beside the special tokens); got "
+            f"min_length={min_length}, max_length={max_length}."
+        )
+    return n_special
