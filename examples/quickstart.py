@@ -57,6 +57,7 @@ def parse_args(argv=None):
                              "(default 0: the plain nearest Kronecker product). Over 4 student seeds it gains ~2 points "
                              "on the snippets but agrees less with the teacher on news (recipe study)")
     parser.add_argument("--stage2_epochs", type=float, default=2.0)
+    parser.add_argument("--stage2_learning_rate", type=float, default=1e-4, help="stage-2 (task ILKD) learning rate")
     parser.add_argument("--max_seq_length", type=int, default=64, help="sentiment snippets are cut to this")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
@@ -212,7 +213,7 @@ def main(argv=None):
     print(f"\n=== 4/4 stage 2: task ILKD on the sentiment snippets ({args.stage2_epochs} epochs) ===", flush=True)
     run_glue.main(["--model_name_or_path", str(out / "student-stage1"), "--teacher_name_or_path", str(out / "teacher"),
                    *glue_data, "--do_train", "--do_eval", "--num_train_epochs", str(args.stage2_epochs),
-                   "--learning_rate", "1e-4", "--warmup_steps", "0.1",
+                   "--learning_rate", str(args.stage2_learning_rate), "--warmup_steps", "0.1",
                    *common_training_flags(args, out / "student")])
 
     teacher_eval = json.loads((out / "teacher" / "eval_results.json").read_text())

@@ -85,12 +85,20 @@ def test_bert_sentiment_smoke(tmp_path):
             check_budget(stages["stage2"]["budget"], args.stage1_steps + args.stage2_steps, args.batch_size)
         else:
             assert set(stages) == {"stage1", "stage2"}
-            check_budget(stages["stage1"]["budget"], args.stage1_steps, args.batch_size)
+            # Stage 1: its own batch of mixed-length news blocks; stage 2: the task batch.
+            check_budget(stages["stage1"]["budget"], args.stage1_steps, args.stage1_batch_size)
             check_budget(stages["stage2"]["budget"], args.stage2_steps, args.batch_size)
             assert stages["stage1"]["loss_weights"]["alpha_logits"] == 0
-        # Same total distillation budget for every student.
-        assert student["budget"]["examples_seen"] == (args.stage1_steps + args.stage2_steps) * args.batch_size
+            assert stages["stage1"]["data"] == f"news blocks of {args.stage1_min_seq_len}-{args.stage1_seq_len} tokens"
+        # Same total step budget for every student.
+        assert student["budget"]["steps"] == args.stage1_steps + args.stage2_steps
         assert math.isfinite(stages["stage2"]["train_loss_last"])
+
+    # The stage-1 news blocks: one per stage-1 example, lengths drawn between the two bounds.
+    blocks = bert_sentiment.news_blocks(args, bert_sentiment.load_tokenizer(args))
+    lengths = [len(ids) for ids in blocks["input_ids"]]
+    assert len(lengths) == args.stage1_steps * args.stage1_batch_size
+    assert all(args.stage1_min_seq_len <= n <= args.stage1_seq_len for n in lengths) and len(set(lengths)) > 1
 
     vocab, hidden = 30522, 48  # MiniLM's vocabulary; the smoke teacher's width
     for ratio in args.compressions:

@@ -94,7 +94,7 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
         "--output_dir", str(tmp_path / "qs"), "--train_sentences", "32", "--eval_sentences", "32",
         "--news_articles", "12", "--teacher_epochs", "0.25", "--stage1_steps", "2", "--stage2_epochs", "0.25",
         "--batch_size", "8", "--stage1_batch_size", "4", "--calibration_texts", "8", "--fidelity_texts", "4",
-        "--threads", "1",
+        "--stage2_learning_rate", "3e-4", "--threads", "1",
     ])
     out = capsys.readouterr().out
     assert "=== summary ===" in out and "joined reviews, 256 tokens" in out and "identical predictions" in out
@@ -106,3 +106,5 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
     assert saved["reloaded_predictions_identical"] is True
     assert "output error |" in out  # kron-compress's table of the calibrated initialisation
+    stage2 = torch.load(tmp_path / "qs" / "student" / "training_args.bin", weights_only=False)
+    assert stage2.learning_rate == 3e-4  # --stage2_learning_rate reaches the stage-2 trainer

@@ -103,7 +103,12 @@ def parse_args(argv=None):
     parser.add_argument("--teacher_lr", type=float, default=1e-4)
     parser.add_argument("--stage1_steps", type=int, default=150)
     parser.add_argument("--stage1_lr", type=float, default=5e-4)
-    parser.add_argument("--stage1_seq_len", type=int, default=64, help="news block length (tokens) in stage 1")
+    parser.add_argument("--stage1_seq_len", type=int, default=256, help="longest stage-1 news block (tokens)")
+    parser.add_argument("--stage1_min_seq_len", type=int, default=64,
+                        help="shortest stage-1 news block (tokens): lengths are drawn uniformly in between (the "
+                             "quickstart's recipe; equal to --stage1_seq_len for blocks of one length)")
+    parser.add_argument("--stage1_batch_size", type=int, default=12,
+                        help="stage-1 blocks per step (12 blocks of 64-256 tokens: about the tokens of 32 x 64)")
     parser.add_argument("--stage2_steps", type=int, default=300)
     parser.add_argument("--stage2_lr", type=float, default=2e-4)
     parser.add_argument("--task_max_len", type=int, default=64, help="sentiment snippets are truncated to this")
@@ -118,13 +123,16 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         apply_smoke(args, parser)
+    if not 1 <= args.stage1_min_seq_len <= args.stage1_seq_len:
+        parser.error(f"--stage1_min_seq_len must be between 1 and --stage1_seq_len={args.stage1_seq_len}; got "
+                     f"{args.stage1_min_seq_len}.")
     resolve_dirs(args, "bert_sentiment")
     return args
 
 
 def apply_smoke(args, parser) -> None:
     """Tiny sizes for every option still at its default (explicit flags win)."""
-    tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32,
+    tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32, "stage1_min_seq_len": 16, "stage1_batch_size": 3,
             "task_max_len": 32, "train_sentences": 64, "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
             "min_embedding_rank": 2, "tinybert_layers": 2, "fidelity_texts": 4}
     for name, value in tiny.items():
@@ -165,11 +173,22 @@ def sentiment_datasets(args, tokenizer):
 
 
 def news_blocks(args, tokenizer):
-    """News articles (train split) as ``[CLS] ... [SEP]`` blocks of ``--stage1_seq_len`` tokens, cached as .npy."""
+    """News articles (train split) as ``[CLS] ... [SEP]`` blocks for stage 1: of ``--stage1_min_seq_len`` to
+    ``--stage1_seq_len`` tokens (``augmentation.text_blocks``, one block per training example), or, when the two are
+    equal, the whole stream cut into blocks of that length (cached as .npy)."""
     from datasets import Dataset
 
     from kron_transformers.assets import load_news_articles
 
+    if args.stage1_min_seq_len < args.stage1_seq_len:
+        from kron_transformers.augmentation import text_blocks
+
+        articles = load_news_articles(seed=args.seed)["train"]
+        if args.news_articles is not None:
+            articles = articles.select(range(min(args.news_articles, len(articles))))
+        blocks = text_blocks(articles["text"], tokenizer, args.stage1_steps * args.stage1_batch_size,
+                             args.stage1_min_seq_len, args.stage1_seq_len, seed=args.seed)
+        return Dataset.from_dict({"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]})
     path = args.cache_dir / "data" / f"news_blocks_{args.stage1_seq_len}_{args.news_articles or 'all'}.npy"
     if not path.is_file():
         articles = load_news_articles(seed=args.seed)["train"]
@@ -407,7 +426,7 @@ def run_student(args, variant: str, ratio: float, teacher, data) -> dict:
     if variant != "kronecker_no_stage1":
         stages["stage1"], start_dir = train_with_projection(
             args, name, "stage1", lambda: build()[0], teacher, data["news"], data["news_collator"],
-            args.stage1_steps, args.stage1_lr, describe={"data": f"news blocks of {args.stage1_seq_len} tokens"},
+            args.stage1_steps, args.stage1_lr, describe={"data": f"news blocks of {stage1_lengths(args)} tokens"},
         )
 
     def stage2_student():
@@ -458,8 +477,12 @@ def distillation_trainer(args, stage, student, teacher, dataset, collator, steps
 
     from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
 
-    training_args = stage_arguments(IlkdTrainingArguments, out_dir, max_steps=steps, batch_size=args.batch_size,
+    stage1 = stage == "stage1"
+    mixed = stage1 and args.stage1_min_seq_len < args.stage1_seq_len  # blocks of similar length batched together
+    training_args = stage_arguments(IlkdTrainingArguments, out_dir, max_steps=steps,
+                                    batch_size=args.stage1_batch_size if stage1 else args.batch_size,
                                     learning_rate=lr, seed=args.seed, save_steps=args.save_steps,
+                                    train_sampling_strategy="group_by_length" if mixed else "random",
                                     **loss_weights(args, stage))
     trainer = IlkdTrainer(model=student, teacher_model=teacher, args=training_args, train_dataset=dataset,
                           data_collator=collator)
@@ -509,16 +532,16 @@ def report(args, teacher_result, students, total_seconds) -> dict:
         f"{format_seconds(t_budget['wall_seconds'])}): validation accuracy **{teacher_accuracy:.4f}**, "
         f"{teacher_parameters:,} parameters. Validation: {teacher_result.get('validation_size', '?')} snippets of "
         "movies unseen in training.",
-        f"Every student: batch {args.batch_size}, stage 1 = {args.stage1_steps} steps of ILKD on news blocks of "
-        f"{args.stage1_seq_len} tokens (lr {args.stage1_lr:g}), stage 2 = {args.stage2_steps} steps of task ILKD "
-        f"(lr {args.stage2_lr:g}, hard-label weight {args.alpha_task:g}); the no-stage-1 ablation spends the stage-1 "
+        f"Every student: stage 1 = {args.stage1_steps} steps of ILKD on {args.stage1_batch_size} news blocks of "
+        f"{stage1_lengths(args)} tokens each (lr {args.stage1_lr:g}), stage 2 = {args.stage2_steps} steps of task ILKD "
+        f"(batch {args.batch_size}, lr {args.stage2_lr:g}, hard-label weight {args.alpha_task:g}); the no-stage-1 ablation spends the stage-1 "
         f"steps in stage 2. Seed {args.seed}. Baselines are matched to the Kronecker student's parameter count: "
         "DistilBERT-style = uniformly spaced teacher layers + rank-k SVD word embedding; TinyBERT-style = narrow "
         "dense 4-layer BERT (see the script's docstring).",
         markdown_table(header, rows),
         "Beyond the distillation data (both stages saw inputs of at most "
         f"{max(args.stage1_seq_len, args.task_max_len)} tokens): accuracy on reviews joined from same-movie, "
-        "same-label validation snippets (fraction predicted positive), and agreement with the teacher on held-out news "
+        "same-label validation snippets (fraction predicted positive, agreement with the teacher), and agreement with the teacher on held-out news "
         "(identical predictions / mean KL).",
         fidelity_table(teacher_accuracy, students),
         f"Total wall time of this run (including cached stages' recorded times): {format_seconds(total_seconds)}.",
@@ -531,6 +554,12 @@ def report(args, teacher_result, students, total_seconds) -> dict:
     plot(args, teacher_accuracy, students)
     print(markdown)
     return payload
+
+
+def stage1_lengths(args) -> str:
+    if args.stage1_min_seq_len < args.stage1_seq_len:
+        return f"{args.stage1_min_seq_len}-{args.stage1_seq_len}"
+    return str(args.stage1_seq_len)
 
 
 def fidelity_table(teacher_accuracy: float, students: list[dict]) -> str:
@@ -546,8 +575,8 @@ def fidelity_table(teacher_accuracy: float, students: list[dict]) -> str:
     for s in measured:
         f = s["fidelity"]
         rows.append([f"~{s['ratio']:g}x", s["label"], f"{s['accuracy']:.4f}",
-                     *(f"{f['long_reviews'][n]['student']:.4f} (pos. {f['long_reviews'][n]['student_positive']:.2f})"
-                       for n in lengths),
+                     *(f"{f['long_reviews'][n]['student']:.4f} (pos. {f['long_reviews'][n]['student_positive']:.2f}, "
+                       f"agree {f['long_reviews'][n]['student_agreement']:.3f})" for n in lengths),
                      *(f"{f['news_agreement'][n]['agreement']:.3f} / {f['news_agreement'][n]['kl']:.3f}" for n in news)])
     header = ["size", "model", "snippets", *(f"reviews {n} tokens" for n in lengths), *(f"news {n}" for n in news)]
     return markdown_table(header, rows)
@@ -592,7 +621,9 @@ def prepare_data(args, news: bool = True) -> dict:
     tokenizer = load_tokenizer(args)
     train, validation = sentiment_datasets(args, tokenizer)
     data = {"tokenizer": tokenizer, "train": train, "validation": validation,
-            "task_collator": DataCollatorWithPadding(tokenizer), "news_collator": default_data_collator}
+            "task_collator": DataCollatorWithPadding(tokenizer),
+            "news_collator": (DataCollatorWithPadding(tokenizer) if args.stage1_min_seq_len < args.stage1_seq_len
+                              else default_data_collator)}
     if news:
         data["news"] = news_blocks(args, tokenizer)
     return data
