@@ -275,6 +275,9 @@ def main(argv=None):
     else:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
 
+    if training_args.freeze_position_embeddings and model_args.teacher_name_or_path is None:
+        raise ValueError("--freeze_position_embeddings applies to distillation (IlkdTrainer): it needs "
+                         "--teacher_name_or_path.")
     if data_args.unlabelled_examples and model_args.teacher_name_or_path is None:
         raise ValueError("--unlabelled_examples needs --teacher_name_or_path: without labels, only a teacher's outputs "
                          "can be the target.")

@@ -366,6 +366,13 @@ def test_run_glue_rejects_joined_examples_it_cannot_make(task, flags, message, b
     assert not (tmp_path / "all_results.json").exists()
 
 
+def test_run_glue_refuses_frozen_positions_without_a_teacher(bert_dir, glue_files, tmp_path):
+    with pytest.raises(ValueError, match="--freeze_position_embeddings applies to distillation"):
+        run_glue.main(["--model_name_or_path", str(bert_dir), *glue_data_flags(glue_files, "sst2"), "--do_train",
+                       "--freeze_position_embeddings", *training_flags(tmp_path)])
+    assert not (tmp_path / "all_results.json").exists()
+
+
 def test_run_glue_rejects_bad_arguments(bert_dir, glue_files, tmp_path):
     with pytest.raises(ValueError, match="Give --task_name, --dataset_name, or --train_file"):
         run_glue.main(["--model_name_or_path", str(bert_dir), "--do_train", *training_flags(tmp_path)])

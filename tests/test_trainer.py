@@ -757,3 +757,32 @@ def test_multiple_choice_is_distilled_per_choice(tmp_path):
     assert components["logits"].item() == pytest.approx(kl, rel=1e-9)
     distil(tmp_path / "train", student, teacher, [{k: v[i] for k, v in batch.items()} for i in range(2)],
            max_steps=2, alpha_task=1.0)
+
+
+@pytest.mark.parametrize("cls, config, labels, name", [
+    (BertForSequenceClassification, lambda: bert_config(num_labels=3), "class", "bert.embeddings.position_embeddings"),
+    (GPT2LMHeadModel, gpt2_config, "tokens", "transformer.wpe"),
+])
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_position_embeddings_keeps_them_and_trains_the_rest(tmp_path, cls, config, labels, name, freeze):
+    teacher = make_model(cls, config())
+    student = make_model(cls, config(), seed=1)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    position = before[f"{name}.weight"]
+    distil(tmp_path, student, teacher, make_dataset(8, labels), max_steps=2, freeze_position_embeddings=freeze)
+    after = student.state_dict()
+    # Positions 0..SEQ-1 get a gradient from every batch: without freezing they move.
+    assert torch.equal(after[f"{name}.weight"], position) == freeze
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(moved) > 10 and (f"{name}.weight" in moved) != freeze
+
+
+def test_freeze_position_embeddings_refuses_a_model_without_learned_positions(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=16)
+    student, teacher = make_model(LlamaForCausalLM, config, seed=1), make_model(LlamaForCausalLM, config)
+    with pytest.raises(ValueError, match="freeze_position_embeddings=True, but LlamaForCausalLM has no learned"):
+        IlkdTrainer(model=student, teacher_model=teacher, train_dataset=make_dataset(4, "tokens"),
+                    args=ilkd_args(tmp_path, max_steps=1, freeze_position_embeddings=True, alpha_attention=0))

@@ -102,6 +102,15 @@ class IlkdTrainingArguments(TrainingArguments):
             "(attention scores are 2-3 orders of magnitude above hidden states). KL terms are scale-free: unchanged."
         },
     )
+    freeze_position_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the student's learned absolute position embeddings (BERT's position_embeddings, GPT-2's "
+            "wpe) as they are. Distilled on inputs shorter than the model's maximum, only the positions seen move; "
+            "those beyond keep the teacher's values while the layers adapt to the moved ones. Frozen, every "
+            "position stays consistent with the others."
+        },
+    )
     layer_map: list[int] | None = field(
         default=None,
         metadata={
@@ -133,6 +142,16 @@ class IlkdTrainingArguments(TrainingArguments):
                 raise ValueError(
                     f"layer_map must be a non-empty list of teacher layer indices >= 0; got {self.layer_map!r}."
                 )
+
+
+# Names Transformers gives learned absolute position embeddings: BERT/RoBERTa/DistilBERT, GPT-2, OPT/BART.
+POSITION_EMBEDDING_NAMES = ("position_embeddings", "wpe", "embed_positions")
+
+
+def learned_position_embeddings(model: nn.Module) -> dict[str, nn.Embedding]:
+    """The model's learned absolute position embeddings by module name (empty for rotary or relative positions)."""
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, nn.Embedding) and name.rsplit(".", 1)[-1] in POSITION_EMBEDDING_NAMES}
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -238,6 +257,16 @@ class IlkdTrainer(Trainer):
                 "teacher_model is the student itself: freezing the teacher would freeze the student. Pass a separate "
                 "copy (copy.deepcopy(model)) or the dense model the student was compressed from."
             )
+        if args.freeze_position_embeddings and model is not None:
+            position_embeddings = learned_position_embeddings(model)
+            if not position_embeddings:
+                raise ValueError(
+                    f"freeze_position_embeddings=True, but {type(model).__name__} has no learned absolute position "
+                    f"embedding (an nn.Embedding named one of {', '.join(POSITION_EMBEDDING_NAMES)}); rotary or "
+                    "relative positions have nothing to freeze."
+                )
+            for module in position_embeddings.values():
+                module.requires_grad_(False)  # before Trainer builds the optimizer, which takes trainable tensors only
         super().__init__(model, args, *trainer_args, **kwargs)
 
         student = self.model
