@@ -65,6 +65,7 @@ def test_bert_sentiment_smoke(tmp_path):
             "--results_dir", str(tmp_path / "results")]
     payload = bert_sentiment.main(argv)
     saved = check_outputs(tmp_path / "results", "bert_sentiment")
+    assert (tmp_path / "results" / "bert_sentiment_lengths.png").stat().st_size > 0  # fidelity by input length
     assert saved["students"] == json.loads(json.dumps(payload["students"]))
     args = bert_sentiment.parse_args(argv)
 

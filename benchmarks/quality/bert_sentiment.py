@@ -73,6 +73,7 @@ from common import (  # noqa: E402
     markdown_table,
     matplotlib_pyplot,
     pin_settings,
+    plot_fidelity,
     read_json,
     resolve_dirs,
     run_stage,
@@ -552,6 +553,10 @@ def report(args, teacher_result, students, total_seconds) -> dict:
                "retained": {s["name"]: s["accuracy"] / teacher_accuracy for s in students}}
     write_results(args.results_dir, "bert_sentiment", payload, markdown)
     plot(args, teacher_accuracy, students)
+    measured = {f"~{s['ratio']:g}x {s['label']}": s["fidelity"] for s in students if "fidelity" in s}
+    if measured:
+        plot_fidelity(args.results_dir / "bert_sentiment_lengths.png", measured,
+                      "Students at equal size and budget, beyond their distillation data" + (" (smoke)" if args.smoke else ""))
     print(markdown)
     return payload
 

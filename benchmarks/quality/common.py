@@ -292,3 +292,36 @@ def matplotlib_pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_fidelity(path: Path, students: dict[str, dict], title: str = "") -> Path:
+    """Accuracy (snippets, joined reviews of 128 and 256 tokens) and agreement with the teacher on held-out news by
+    input length, for the teacher and each student: ``students`` maps a label to its ``fidelity`` dict (as
+    ``quickstart.measure_fidelity`` returns it, read back from JSON)."""
+    plt = matplotlib_pyplot()
+    figure, (accuracy_axis, agreement_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    teacher = next(iter(students.values()))
+    lengths = [64, 128, 256]
+    accuracy_axis.plot(lengths, [teacher["snippets"]["teacher"], teacher["long_reviews"]["128"]["teacher"],
+                                 teacher["long_reviews"]["256"]["teacher"]], "k-o", label="teacher")
+    for label, f in students.items():
+        accuracy_axis.plot(lengths, [f["snippets"]["student"], f["long_reviews"]["128"]["student"],
+                                     f["long_reviews"]["256"]["student"]], "-o", label=label)
+        news = f["news_agreement"]
+        agreement_axis.plot([int(k) for k in news], [v["agreement"] for v in news.values()], "-o", label=label)
+    accuracy_axis.set(xscale="log", xticks=lengths, xticklabels=["snippets", "128", "256"],
+                      xlabel="input length (tokens)", ylabel="sentiment accuracy", title="Accuracy by input length")
+    agreement_axis.set(xscale="log", xticks=[64, 128, 256, 512], xticklabels=["64", "128", "256", "512"],
+                       xlabel="news input length (tokens)", ylabel="identical predictions",
+                       title="Agreement with the teacher on held-out news")
+    for axis in (accuracy_axis, agreement_axis):
+        axis.minorticks_off()
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

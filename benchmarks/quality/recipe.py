@@ -58,7 +58,7 @@ sys.path.insert(0, str(EXAMPLES))
 from common import (  # noqa: E402
     experiment_parser,
     markdown_table,
-    matplotlib_pyplot,
+    plot_fidelity,
     read_json,
     resolve_dirs,
     setup_runtime,
@@ -411,32 +411,7 @@ def teacher_figures(summary: dict) -> tuple:
 
 
 def plot(args, summaries: dict) -> Path:
-    plt = matplotlib_pyplot()
-    figure, (accuracy_axis, agreement_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
-    teacher = next(iter(summaries.values()))["fidelity"]
-    lengths = [64, 128, 256]
-    accuracy_axis.plot(lengths, [teacher["snippets"]["teacher"], teacher["long_reviews"]["128"]["teacher"],
-                                 teacher["long_reviews"]["256"]["teacher"]], "k-o", label="teacher")
-    for name, summary in summaries.items():
-        f = summary["fidelity"]
-        accuracy_axis.plot(lengths, [f["snippets"]["student"], f["long_reviews"]["128"]["student"],
-                                     f["long_reviews"]["256"]["student"]], "-o", label=name)
-        news = f["news_agreement"]
-        agreement_axis.plot([int(k) for k in news], [v["agreement"] for v in news.values()], "-o", label=name)
-    accuracy_axis.set(xscale="log", xticks=lengths, xticklabels=["snippets", "128", "256"],
-                      xlabel="input length (tokens)", ylabel="sentiment accuracy", title="Accuracy by input length")
-    agreement_axis.set(xscale="log", xticks=[64, 128, 256, 512], xticklabels=["64", "128", "256", "512"],
-                       xlabel="news input length (tokens)", ylabel="identical predictions",
-                       title="Agreement with the teacher on held-out news")
-    for axis in (accuracy_axis, agreement_axis):
-        axis.minorticks_off()
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = args.results_dir / "recipe.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plot_fidelity(args.results_dir / "recipe.png", {name: s["fidelity"] for name, s in summaries.items()})
 
 
 def main(argv=None):
