@@ -133,8 +133,8 @@ def parse_args(argv=None):
 
 def apply_smoke(args, parser) -> None:
     """Tiny sizes for every option still at its default (explicit flags win)."""
-    tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32, "stage1_min_seq_len": 16, "stage1_batch_size": 3,
-            "task_max_len": 32, "train_sentences": 64, "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
+    tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32,
+            "stage1_min_seq_len": 16, "stage1_batch_size": 3, "task_max_len": 32, "train_sentences": 64, "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
             "min_embedding_rank": 2, "tinybert_layers": 2, "fidelity_texts": 4}
     for name, value in tiny.items():
         if getattr(args, name) == parser.get_default(name):
@@ -181,7 +181,7 @@ def news_blocks(args, tokenizer):
 
     from kron_transformers.assets import load_news_articles
 
-    if args.stage1_min_seq_len < args.stage1_seq_len:
+    if mixed_stage1(args):
         from kron_transformers.augmentation import text_blocks
 
         articles = load_news_articles(seed=args.seed)["train"]
@@ -479,7 +479,7 @@ def distillation_trainer(args, stage, student, teacher, dataset, collator, steps
     from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
 
     stage1 = stage == "stage1"
-    mixed = stage1 and args.stage1_min_seq_len < args.stage1_seq_len  # blocks of similar length batched together
+    mixed = stage1 and mixed_stage1(args)  # blocks of similar length batched together
     training_args = stage_arguments(IlkdTrainingArguments, out_dir, max_steps=steps,
                                     batch_size=args.stage1_batch_size if stage1 else args.batch_size,
                                     learning_rate=lr, seed=args.seed, save_steps=args.save_steps,
@@ -534,16 +534,16 @@ def report(args, teacher_result, students, total_seconds) -> dict:
         f"{teacher_parameters:,} parameters. Validation: {teacher_result.get('validation_size', '?')} snippets of "
         "movies unseen in training.",
         f"Every student: stage 1 = {args.stage1_steps} steps of ILKD on {args.stage1_batch_size} news blocks of "
-        f"{stage1_lengths(args)} tokens each (lr {args.stage1_lr:g}), stage 2 = {args.stage2_steps} steps of task ILKD "
-        f"(batch {args.batch_size}, lr {args.stage2_lr:g}, hard-label weight {args.alpha_task:g}); the no-stage-1 ablation spends the stage-1 "
-        f"steps in stage 2. Seed {args.seed}. Baselines are matched to the Kronecker student's parameter count: "
+        f"{stage1_lengths(args)} tokens each (lr {args.stage1_lr:g}), stage 2 = {args.stage2_steps} steps of task "
+        f"ILKD (batch {args.batch_size}, lr {args.stage2_lr:g}, hard-label weight {args.alpha_task:g}); the no-stage-1 "
+        f"ablation spends the stage-1 steps in stage 2. Seed {args.seed}. Baselines are matched to the Kronecker student's parameter count: "
         "DistilBERT-style = uniformly spaced teacher layers + rank-k SVD word embedding; TinyBERT-style = narrow "
         "dense 4-layer BERT (see the script's docstring).",
         markdown_table(header, rows),
         "Beyond the distillation data (both stages saw inputs of at most "
         f"{max(args.stage1_seq_len, args.task_max_len)} tokens): accuracy on reviews joined from same-movie, "
-        "same-label validation snippets (fraction predicted positive, agreement with the teacher), and agreement with the teacher on held-out news "
-        "(identical predictions / mean KL).",
+        "same-label validation snippets (fraction predicted positive, agreement with the teacher), and agreement "
+        "with the teacher on held-out news (identical predictions / mean KL).",
         fidelity_table(teacher_accuracy, students),
         f"Total wall time of this run (including cached stages' recorded times): {format_seconds(total_seconds)}.",
     ])
@@ -555,14 +555,19 @@ def report(args, teacher_result, students, total_seconds) -> dict:
     plot(args, teacher_accuracy, students)
     measured = {f"~{s['ratio']:g}x {s['label']}": s["fidelity"] for s in students if "fidelity" in s}
     if measured:
-        plot_fidelity(args.results_dir / "bert_sentiment_lengths.png", measured,
-                      "Students at equal size and budget, beyond their distillation data" + (" (smoke)" if args.smoke else ""))
+        title = "Students at equal size and budget, beyond their distillation data" + (" (smoke)" if args.smoke else "")
+        plot_fidelity(args.results_dir / "bert_sentiment_lengths.png", measured, title)
     print(markdown)
     return payload
 
 
+def mixed_stage1(args) -> bool:
+    """Whether stage-1 news blocks have lengths drawn between two bounds (else all of ``--stage1_seq_len``)."""
+    return args.stage1_min_seq_len < args.stage1_seq_len
+
+
 def stage1_lengths(args) -> str:
-    if args.stage1_min_seq_len < args.stage1_seq_len:
+    if mixed_stage1(args):
         return f"{args.stage1_min_seq_len}-{args.stage1_seq_len}"
     return str(args.stage1_seq_len)
 
@@ -627,8 +632,7 @@ def prepare_data(args, news: bool = True) -> dict:
     train, validation = sentiment_datasets(args, tokenizer)
     data = {"tokenizer": tokenizer, "train": train, "validation": validation,
             "task_collator": DataCollatorWithPadding(tokenizer),
-            "news_collator": (DataCollatorWithPadding(tokenizer) if args.stage1_min_seq_len < args.stage1_seq_len
-                              else default_data_collator)}
+            "news_collator": DataCollatorWithPadding(tokenizer) if mixed_stage1(args) else default_data_collator}
     if news:
         data["news"] = news_blocks(args, tokenizer)
     return data
