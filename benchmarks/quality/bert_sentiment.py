@@ -134,7 +134,8 @@ def parse_args(argv=None):
 def apply_smoke(args, parser) -> None:
     """Tiny sizes for every option still at its default (explicit flags win)."""
     tiny = {"batch_size": 4, "teacher_steps": 4, "stage1_steps": 2, "stage2_steps": 2, "stage1_seq_len": 32,
-            "stage1_min_seq_len": 16, "stage1_batch_size": 3, "task_max_len": 32, "train_sentences": 64, "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
+            "stage1_min_seq_len": 16, "stage1_batch_size": 3, "task_max_len": 32, "train_sentences": 64,
+            "eval_sentences": 32, "news_articles": 8, "save_steps": 2,
             "min_embedding_rank": 2, "tinybert_layers": 2, "fidelity_texts": 4}
     for name, value in tiny.items():
         if getattr(args, name) == parser.get_default(name):
@@ -536,7 +537,8 @@ def report(args, teacher_result, students, total_seconds) -> dict:
         f"Every student: stage 1 = {args.stage1_steps} steps of ILKD on {args.stage1_batch_size} news blocks of "
         f"{stage1_lengths(args)} tokens each (lr {args.stage1_lr:g}), stage 2 = {args.stage2_steps} steps of task "
         f"ILKD (batch {args.batch_size}, lr {args.stage2_lr:g}, hard-label weight {args.alpha_task:g}); the no-stage-1 "
-        f"ablation spends the stage-1 steps in stage 2. Seed {args.seed}. Baselines are matched to the Kronecker student's parameter count: "
+        f"ablation spends the stage-1 steps in stage 2. Seed {args.seed}. Baselines are matched to the Kronecker "
+        "student's parameter count: "
         "DistilBERT-style = uniformly spaced teacher layers + rank-k SVD word embedding; TinyBERT-style = narrow "
         "dense 4-layer BERT (see the script's docstring).",
         markdown_table(header, rows),
