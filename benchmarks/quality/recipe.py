@@ -25,6 +25,13 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   stage-1 news (``run_glue.py --unlabelled_file``; label -100, so only the teacher's outputs and layers are their
   target), the same 250 steps; ``mixed_news_lr`` the same at lr 2e-4; ``mixed_joined_news_lr`` with the joined
   snippets too (long inputs of both domains, so that length no longer tells news from reviews), at lr 2e-4.
+- ``mixed_logits10`` / ``mixed_task`` / ``mixed_s2_no_attention`` / ``mixed_s2_normalized``: ``mixed_lengths``
+  with one change to the stage-2 loss (its stage 1 shared): soft-target weight 10 instead of 1; the label loss
+  added (``alpha_task`` 1); no attention term; every squared-error term normalised by the teacher's.
+  ``mixed_attention3`` / ``mixed_task_attention3``: attention weight 3 instead of 1, without / with the label loss;
+  ``mixed_s2_normalized_task``: normalised stage-2 terms and the label loss.
+- ``mixed_300`` / ``mixed_300_task``: ``mixed_lengths`` / ``mixed_task`` with 300 stage-1 steps instead of 150 (a
+  bigger stage-1 budget; the quickstart's 11 minutes leave room for it).
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -93,6 +100,15 @@ CHANGES = {
     # 1,000 joined examples beside the 4,000 snippets; run_variant keeps stage 2 at the baseline's step count.
     "joined": ([], ["--joined_examples", "1000", "--joined_max_length", "256", "--train_sampling_strategy",
                     "group_by_length"], False),
+    # Stage-2 loss balance: the attention-score MSE outweighs the soft-target KL (T=1, two classes) by orders of
+    # magnitude, so the student's outputs are matched mostly through its layers.
+    # Twice the stage-1 steps (and warm-up), the rest unchanged: a bigger budget, not the same one.
+    "stage1_300": (["--max_steps", "300", "--warmup_steps", "60"], [], False),
+    "stage2_logits10": ([], ["--alpha_logits", "10"], False),
+    "stage2_task": ([], ["--alpha_task", "1"], False),
+    "stage2_attention3": ([], ["--alpha_attention", "3"], False),
+    "stage2_no_attention": ([], ["--alpha_attention", "0"], False),
+    "stage2_normalized": ([], ["--loss_normalization", "teacher"], False),
 }
 VARIANTS = {
     "baseline": [],
@@ -115,6 +131,15 @@ VARIANTS = {
     "mixed_news": ["mixed_lengths", "news_blocks"],
     "mixed_news_lr": ["mixed_lengths", "news_blocks", "stage2_lr"],
     "mixed_joined_news_lr": ["mixed_lengths", "joined", "news_blocks", "stage2_lr"],
+    "mixed_logits10": ["mixed_lengths", "stage2_logits10"],
+    "mixed_300": ["mixed_lengths", "stage1_300"],
+    "mixed_300_task": ["mixed_lengths", "stage1_300", "stage2_task"],
+    "mixed_task": ["mixed_lengths", "stage2_task"],
+    "mixed_attention3": ["mixed_lengths", "stage2_attention3"],
+    "mixed_s2_normalized_task": ["mixed_lengths", "stage2_normalized", "stage2_task"],
+    "mixed_task_attention3": ["mixed_lengths", "stage2_task", "stage2_attention3"],
+    "mixed_s2_no_attention": ["mixed_lengths", "stage2_no_attention"],
+    "mixed_s2_normalized": ["mixed_lengths", "stage2_normalized"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -137,6 +162,15 @@ LABELS = {
     "mixed_news": "64-256-token blocks + stage 2 also on unlabelled news",
     "mixed_news_lr": "64-256-token blocks + stage 2 also on unlabelled news, at lr 2e-4",
     "mixed_joined_news_lr": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news, at lr 2e-4",
+    "mixed_logits10": "64-256-token blocks + stage-2 soft-target weight 10",
+    "mixed_300": "64-256-token blocks, 300 stage-1 steps (twice the budget)",
+    "mixed_300_task": "64-256-token blocks, 300 stage-1 steps + stage-2 label loss",
+    "mixed_task": "64-256-token blocks + stage-2 label loss (alpha_task 1)",
+    "mixed_attention3": "64-256-token blocks + stage-2 attention weight 3",
+    "mixed_s2_normalized_task": "64-256-token blocks + stage-2 terms normalised + label loss",
+    "mixed_task_attention3": "64-256-token blocks + stage-2 label loss + attention weight 3",
+    "mixed_s2_no_attention": "64-256-token blocks + no attention term in stage 2",
+    "mixed_s2_normalized": "64-256-token blocks + stage-2 terms normalised by the teacher",
 }
 
 
