@@ -242,3 +242,19 @@ def test_cli_export_onnx(tmp_path):
     session = onnx_session(tmp_path / "out" / "model.onnx")
     assert [arg.name for arg in session.get_outputs()] == ["logits"]
     assert "model.onnx" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("class_name", ["KroneckerBertForSequenceClassification", "KroneckerGPT2LMHeadModel"])
+def test_default_opset_fuses_attention_and_gelu(class_name, tmp_path):
+    """At the default opset (23) attention is one ``Attention`` node per layer and BERT's GELU one ``Gelu`` node
+    (fused kernels in onnxruntime), not their elementwise decompositions; padding and causality still match PyTorch
+    (export_onnx verifies). GPT-2's ``gelu_new`` is written out in Python, so it stays elementwise."""
+    model = build(class_name, bert_config() if "Bert" in class_name else gpt2_config())
+    graph = onnx.load(str(export_onnx(model, tmp_path / "model.onnx"))).graph
+    ops = [node.op_type for node in graph.node]
+    layers = model.config.num_hidden_layers
+    assert ops.count("Attention") == layers and "Softmax" not in ops and "IsNaN" not in ops, sorted(set(ops))
+    if "Bert" in class_name:
+        assert ops.count("Gelu") == layers and "Erf" not in ops
+    old = onnx.load(str(export_onnx(model, tmp_path / "opset18.onnx", opset_version=18))).graph
+    assert "Attention" not in [node.op_type for node in old.node]
