@@ -104,11 +104,11 @@ def export_onnx(
         batch_size, sequence_length: the size of the example the exporter traces; the graph takes any batch and
             any sequence length up to the model's position limit (``batch``, ``sequence`` dynamic axes).
         opset_version: ONNX opset. From 23 (the default; onnxruntime >= 1.23) attention and GELU export as one
-            ``Attention`` and one ``Gelu`` node each, which onnxruntime runs as fused kernels; at 18 they are a dozen
-            elementwise nodes (scores, mask ``Where``, ``Softmax``; ``Div``/``Erf``/``Add``/``Mul``), the same work in
-            the dense model and the Kronecker one, which weighs most on the smallest models (onnxruntime 1.32, 2 threads,
-            batch 8 x 128: KroneckerBERT_21 2.37x -> 2.68x, KroneckerBERT_8 1.72x -> 1.88x over BERT_BASE at opset 18
-            -> 23 in one process).
+            ``Attention`` and one ``Gelu`` node each, which onnxruntime runs as fused kernels; at 18 they are a
+            dozen elementwise nodes (scores, mask ``Where``, ``Softmax``; ``Div``/``Erf``/``Add``/``Mul``), the same
+            work in the dense model and the Kronecker one, which weighs most on the smallest models (onnxruntime
+            1.32, 2 threads, batch 8 x 128: KroneckerBERT_21 2.37x -> 2.68x, KroneckerBERT_8 1.72x -> 1.88x over
+            BERT_BASE at opset 18 -> 23, in one process).
         verify: run the file in onnxruntime on inputs of another size than the traced ones (with padding) and raise
             a ``RuntimeError`` if any output differs from PyTorch's by more than ``atol * max(1, max |output|)``.
         atol: the verification tolerance.
