@@ -29,7 +29,8 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   with one change to the stage-2 loss (its stage 1 shared): soft-target weight 10 instead of 1; the label loss
   added (``alpha_task`` 1); no attention term; every squared-error term normalised by the teacher's.
   ``mixed_attention3`` / ``mixed_task_attention3``: attention weight 3 instead of 1, without / with the label loss;
-  ``mixed_s2_normalized_task``: normalised stage-2 terms and the label loss.
+  ``mixed_s2_normalized_task``: normalised stage-2 terms and the label loss; ``mixed_joined_task``: the joined
+  snippets and the label loss (both labelled, so the label loss reaches the long inputs too).
 - ``mixed_300`` / ``mixed_300_task``: ``mixed_lengths`` / ``mixed_task`` with 300 stage-1 steps instead of 150 (a
   bigger stage-1 budget; the quickstart's 11 minutes leave room for it).
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
@@ -140,6 +141,7 @@ VARIANTS = {
     "mixed_task_attention3": ["mixed_lengths", "stage2_task", "stage2_attention3"],
     "mixed_s2_no_attention": ["mixed_lengths", "stage2_no_attention"],
     "mixed_s2_normalized": ["mixed_lengths", "stage2_normalized"],
+    "mixed_joined_task": ["mixed_lengths", "joined", "stage2_task"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -171,6 +173,7 @@ LABELS = {
     "mixed_task_attention3": "64-256-token blocks + stage-2 label loss + attention weight 3",
     "mixed_s2_no_attention": "64-256-token blocks + no attention term in stage 2",
     "mixed_s2_normalized": "64-256-token blocks + stage-2 terms normalised by the teacher",
+    "mixed_joined_task": "64-256-token blocks + stage 2 on joined snippets + label loss",
 }
 
 
