@@ -122,9 +122,13 @@ def stage2_extra_data_flags(args, data: Path) -> list[str]:
         flags += ["--unlabelled_file", str(data / "news_train.txt"), "--unlabelled_examples",
                   str(args.stage2_news_blocks), "--unlabelled_max_length", str(args.stage1_max_length)]
     if flags:
-        steps = math.ceil(args.stage2_epochs * math.ceil(args.train_sentences / args.batch_size))
-        flags += ["--train_sampling_strategy", "group_by_length", "--max_steps", str(steps)]
+        flags += ["--train_sampling_strategy", "group_by_length", "--max_steps", str(stage2_steps(args))]
     return flags
+
+
+def stage2_steps(args) -> int:
+    """Stage 2's optimizer steps: --stage2_epochs over the training snippets alone."""
+    return math.ceil(args.stage2_epochs * math.ceil(args.train_sentences / args.batch_size))
 
 
 def time_inference(models, batch, repeats=10):

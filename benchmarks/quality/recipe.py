@@ -52,7 +52,6 @@ Results: ``benchmarks/results/recipe.{json,md,png}``.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import time
@@ -332,8 +331,10 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
 
 
 def stage2_steps(args) -> int:
-    """The baseline's stage-2 optimizer steps: its epochs over the training snippets."""
-    return math.ceil(args.stage2_epochs * math.ceil(args.train_sentences / args.batch_size))
+    """The baseline's stage-2 optimizer steps: its epochs over the training snippets (the quickstart's count)."""
+    import quickstart
+
+    return quickstart.stage2_steps(args)
 
 
 def shared_stage1(args, name: str) -> Path | None:
