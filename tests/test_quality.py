@@ -126,6 +126,41 @@ def test_bert_sentiment_smoke(tmp_path):
 
 
 @pytest.mark.real_assets
+def test_bert_sentiment_stage2_on_long_inputs(tmp_path):
+    """--stage2_joined_examples / --stage2_news_blocks: stage 2 sees the snippets, long same-label joined snippets
+    (labelled) and news blocks (label -100), of --task_max_len to --stage1_seq_len tokens, batched by length."""
+    from kron_transformers import assets
+
+    fetch_assets_or_skip(assets.minilm_path, assets.rotten_tomatoes_path, assets.news_articles_path)
+    argv = ["--smoke", "--cache_dir", str(tmp_path / "cache"), "--stage2_joined_examples", "12",
+            "--stage2_news_blocks", "7", "--task_max_len", "16", "--stage1_seq_len", "48"]
+    args = bert_sentiment.parse_args(argv)
+    data = bert_sentiment.prepare_data(args, news=False)
+    train, stage2 = data["train"], data["stage2"]
+    assert len(stage2) == len(train) + 12 + 7
+    assert stage2[: len(train)]["input_ids"] == train["input_ids"]  # the snippets first, unchanged
+    added = stage2.select(range(len(train), len(stage2)))
+    labels = added["labels"]
+    assert set(labels[:12]) <= {0, 1} and labels[12:] == [-100] * 7
+    lengths = [len(ids) for ids in added["input_ids"]]
+    assert all(16 <= n <= 48 for n in lengths) and max(lengths) > 16
+    assert all(mask == [1] * len(ids) for ids, mask in zip(added["input_ids"], added["attention_mask"]))
+    cls, sep = data["tokenizer"].cls_token_id, data["tokenizer"].sep_token_id
+    assert all(ids[0] == cls and ids[-1] == sep for ids in added["input_ids"])
+    # Joined examples are texts of their label's snippets only.
+    tokens_of = {0: set(), 1: set()}
+    for ids, label in zip(train["input_ids"], train["labels"]):
+        tokens_of[label].update(ids)
+    assert all(set(ids) <= tokens_of[label] for ids, label in zip(added["input_ids"][:12], labels[:12]))
+    assert "12 joined same-label snippets + 7 unlabelled news blocks (16-48 tokens)" in (
+        bert_sentiment.stage2_description(args))
+    assert bert_sentiment.long_stage2_data(args)
+    assert not bert_sentiment.long_stage2_data(bert_sentiment.parse_args(["--smoke"]))
+    with pytest.raises(SystemExit):
+        bert_sentiment.parse_args(["--smoke", "--stage2_news_blocks", "-1"])
+
+
+@pytest.mark.real_assets
 def test_gpt2_news_smoke(tmp_path):
     from kron_transformers import assets
 

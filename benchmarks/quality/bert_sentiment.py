@@ -114,6 +114,14 @@ def parse_args(argv=None):
     parser.add_argument("--stage2_lr", type=float, default=2e-4)
     parser.add_argument("--task_max_len", type=int, default=64, help="sentiment snippets are truncated to this")
     parser.add_argument("--alpha_task", type=float, default=0.0, help="weight of the hard-label loss in stage 2")
+    parser.add_argument("--stage2_joined_examples", type=int, default=0,
+                        help="stage 2 also on this many long examples joined from same-label training snippets "
+                             "(--task_max_len to --stage1_seq_len tokens), in the same --stage2_steps (the "
+                             "quickstart's recipe: 1000)")
+    parser.add_argument("--stage2_news_blocks", type=int, default=0,
+                        help="stage 2 also on this many unlabelled news blocks (training articles, --task_max_len to "
+                             "--stage1_seq_len tokens; label -100, so only the teacher's outputs and layers are "
+                             "their target), in the same --stage2_steps (the quickstart's recipe: 500)")
     parser.add_argument("--min_embedding_rank", type=int, default=32,
                         help="DistilBERT-style: keep the most layers that leave at least this embedding rank")
     parser.add_argument("--tinybert_layers", type=int, default=4)
@@ -124,6 +132,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         apply_smoke(args, parser)
+    for name in ("stage2_joined_examples", "stage2_news_blocks"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0; got {getattr(args, name)}.")
     if not 1 <= args.stage1_min_seq_len <= args.stage1_seq_len:
         parser.error(f"--stage1_min_seq_len must be between 1 and --stage1_seq_len={args.stage1_seq_len}; got "
                      f"{args.stage1_min_seq_len}.")
@@ -207,6 +218,41 @@ def news_blocks(args, tokenizer):
         path.with_suffix(".tmp.npy").replace(path)
     blocks = np.load(path)
     return Dataset.from_dict({"input_ids": blocks.tolist(), "attention_mask": np.ones_like(blocks).tolist()})
+
+
+def long_stage2_data(args) -> bool:
+    """Whether stage 2 also sees long inputs (joined snippets, news blocks) beside the snippets."""
+    return bool(args.stage2_joined_examples or args.stage2_news_blocks)
+
+
+def stage2_dataset(args, train, tokenizer):
+    """Stage 2's training set: the snippets, plus ``--stage2_joined_examples`` same-label snippets joined into long
+    reviews and ``--stage2_news_blocks`` unlabelled news blocks (label -100), both of ``--task_max_len`` to
+    ``--stage1_seq_len`` tokens (the quickstart's stage 2, ``run_glue.py --joined_examples/--unlabelled_file``)."""
+    from datasets import Dataset, Value, concatenate_datasets
+
+    from kron_transformers.assets import load_news_articles
+    from kron_transformers.augmentation import join_examples, text_blocks
+
+    if not long_stage2_data(args):
+        return train
+    train = train.cast_column("labels", Value("int64"))
+    sequences, labels = join_examples(train["input_ids"], train["labels"], tokenizer, args.stage2_joined_examples,
+                                      args.task_max_len, args.stage1_seq_len, seed=args.seed)
+    if args.stage2_news_blocks:
+        articles = load_news_articles(seed=args.seed)["train"]
+        if args.news_articles is not None:
+            articles = articles.select(range(min(args.news_articles, len(articles))))
+        # Another seed than stage 1's blocks (args.seed), so that these are not the first stage-1 blocks again.
+        blocks = text_blocks(articles["text"], tokenizer, args.stage2_news_blocks, args.task_max_len,
+                             args.stage1_seq_len, seed=args.seed + 1)
+        sequences, labels = sequences + blocks, labels + [-100] * len(blocks)
+    columns = {"input_ids": sequences, "labels": labels}
+    for name, value in (("attention_mask", 1), ("token_type_ids", 0)):
+        if name in train.column_names:
+            columns[name] = [[value] * len(ids) for ids in sequences]
+    kept = train.select_columns(list(columns))
+    return concatenate_datasets([kept, Dataset.from_dict(columns).cast(kept.features)])
 
 
 def accuracy(model, dataset, tokenizer, batch_size: int = 128) -> float:
@@ -436,10 +482,10 @@ def run_student(args, variant: str, ratio: float, teacher, data) -> dict:
         return load_weights(model, start_dir) if start_dir is not None else model
 
     stages["stage2"], _ = train_with_projection(
-        args, name, "stage2", stage2_student, teacher, data["train"], data["task_collator"], stage2_steps,
+        args, name, "stage2", stage2_student, teacher, data["stage2"], data["task_collator"], stage2_steps,
         args.stage2_lr, evaluate=lambda m: {"accuracy": accuracy(m, data["validation"], tokenizer)},
         projection_from=(start_dir / PROJECTION_FILE) if start_dir is not None else None,
-        describe={"data": "Rotten Tomatoes train snippets"},
+        describe={"data": stage2_description(args)},
     )
     budget = {
         "steps": sum(stage["budget"]["steps"] for stage in stages.values()),
@@ -480,7 +526,8 @@ def distillation_trainer(args, stage, student, teacher, dataset, collator, steps
     from kron_transformers.distillation import IlkdTrainer, IlkdTrainingArguments
 
     stage1 = stage == "stage1"
-    mixed = stage1 and mixed_stage1(args)  # blocks of similar length batched together
+    # Inputs of mixed lengths (stage-1 blocks, stage-2 long inputs) batched with others of similar length.
+    mixed = mixed_stage1(args) if stage1 else long_stage2_data(args)
     training_args = stage_arguments(IlkdTrainingArguments, out_dir, max_steps=steps,
                                     batch_size=args.stage1_batch_size if stage1 else args.batch_size,
                                     learning_rate=lr, seed=args.seed, save_steps=args.save_steps,
@@ -536,14 +583,16 @@ def report(args, teacher_result, students, total_seconds) -> dict:
         "movies unseen in training.",
         f"Every student: stage 1 = {args.stage1_steps} steps of ILKD on {args.stage1_batch_size} news blocks of "
         f"{stage1_lengths(args)} tokens each (lr {args.stage1_lr:g}), stage 2 = {args.stage2_steps} steps of task "
-        f"ILKD (batch {args.batch_size}, lr {args.stage2_lr:g}, hard-label weight {args.alpha_task:g}); the no-stage-1 "
+        f"ILKD on {stage2_description(args)} (batch {args.batch_size}, lr {args.stage2_lr:g}, hard-label weight "
+        f"{args.alpha_task:g}); the no-stage-1 "
         f"ablation spends the stage-1 steps in stage 2. Seed {args.seed}. Baselines are matched to the Kronecker "
         "student's parameter count: "
         "DistilBERT-style = uniformly spaced teacher layers + rank-k SVD word embedding; TinyBERT-style = narrow "
         "dense 4-layer BERT (see the script's docstring).",
         markdown_table(header, rows),
         "Beyond the distillation data (both stages saw inputs of at most "
-        f"{max(args.stage1_seq_len, args.task_max_len)} tokens): accuracy on reviews joined from same-movie, "
+        f"{max(args.stage1_seq_len, args.task_max_len)} tokens; the 128- and 256-token reviews are joined from "
+        "validation snippets, never from training ones): accuracy on reviews joined from same-movie, "
         "same-label validation snippets (fraction predicted positive, agreement with the teacher), and agreement "
         "with the teacher on held-out news (identical predictions / mean KL).",
         fidelity_table(teacher_accuracy, students),
@@ -561,6 +610,17 @@ def report(args, teacher_result, students, total_seconds) -> dict:
         plot_fidelity(args.results_dir / "bert_sentiment_lengths.png", measured, title)
     print(markdown)
     return payload
+
+
+def stage2_description(args) -> str:
+    text = "Rotten Tomatoes train snippets"
+    if args.stage2_joined_examples:
+        text += f" + {args.stage2_joined_examples} joined same-label snippets"
+    if args.stage2_news_blocks:
+        text += f" + {args.stage2_news_blocks} unlabelled news blocks"
+    if long_stage2_data(args):
+        text += f" ({args.task_max_len}-{args.stage1_seq_len} tokens)"
+    return text
 
 
 def mixed_stage1(args) -> bool:
@@ -633,6 +693,7 @@ def prepare_data(args, news: bool = True) -> dict:
     tokenizer = load_tokenizer(args)
     train, validation = sentiment_datasets(args, tokenizer)
     data = {"tokenizer": tokenizer, "train": train, "validation": validation,
+            "stage2": stage2_dataset(args, train, tokenizer),
             "task_collator": DataCollatorWithPadding(tokenizer),
             "news_collator": DataCollatorWithPadding(tokenizer) if mixed_stage1(args) else default_data_collator}
     if news:
