@@ -32,7 +32,7 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   ``mixed_s2_normalized_task``: normalised stage-2 terms and the label loss; ``mixed_joined_task``: the joined
   snippets and the label loss (both labelled, so the label loss reaches the long inputs too);
   ``mixed_joined_news_task``: the joined snippets, the unlabelled news blocks and the label loss (long inputs of both
-  domains, at the default lr 1e-4).
+  domains, at the default lr 1e-4); ``mixed_joined_news_task_lr`` the same at lr 2e-4.
 - ``mixed_300`` / ``mixed_300_task``: ``mixed_lengths`` / ``mixed_task`` with 300 stage-1 steps instead of 150 (a
   bigger stage-1 budget; the quickstart's 11 minutes leave room for it).
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
@@ -144,6 +144,7 @@ VARIANTS = {
     "mixed_s2_normalized": ["mixed_lengths", "stage2_normalized"],
     "mixed_joined_task": ["mixed_lengths", "joined", "stage2_task"],
     "mixed_joined_news_task": ["mixed_lengths", "joined", "news_blocks", "stage2_task"],
+    "mixed_joined_news_task_lr": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "stage2_lr"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -177,6 +178,8 @@ LABELS = {
     "mixed_s2_normalized": "64-256-token blocks + stage-2 terms normalised by the teacher",
     "mixed_joined_task": "64-256-token blocks + stage 2 on joined snippets + label loss",
     "mixed_joined_news_task": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news + label loss",
+    "mixed_joined_news_task_lr": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news + label loss, "
+                                 "at lr 2e-4",
 }
 
 
@@ -385,18 +388,19 @@ def report(args) -> dict:
               f"agree {f['long_reviews'][length]['student_agreement']:.3f})" for length in ("128", "256")),
             *(f"{agreement[length]['agreement']:.3f} / {agreement[length]['kl']:.3f}" for length in ("64", "128", "256", "512")),
         ])
-    header = ["student (~4x)", "snippets acc. (retained)", "joined reviews 128 tok.", "joined reviews 256 tok.",
+    size = f"~{args.compression}x" if args.compression[0].isdigit() else args.compression
+    header = [f"student ({size})", "snippets acc. (retained)", "joined reviews 128 tok.", "joined reviews 256 tok.",
               "news 64: agree / KL", "news 128", "news 256", "news 512"]
     long = teacher["long_reviews"]
     markdown = (
-        "# Recipe study: one change at a time (quickstart path, all-MiniLM-L6-v2 teacher, ~4x)\n\n"
+        f"# Recipe study: one change at a time (quickstart path, all-MiniLM-L6-v2 teacher, {size})\n\n"
         f"Teacher: snippets {teacher['snippets']['teacher']:.4f}; joined reviews 128 tokens {long['128']['teacher']:.4f} "
         f"({long['128']['examples']} reviews), 256 tokens {long['256']['teacher']:.4f} ({long['256']['examples']}). "
         f"Budget per student: stage 1 {args.stage1_steps} steps x {args.batch_size} news blocks, stage 2 "
         f"{args.stage2_epochs:g} epochs x {args.train_sentences} snippets (batch {args.batch_size}). News agreement: "
         f"fraction of identical predictions / mean KL(teacher || student) on up to {args.fidelity_texts} held-out "
         f"news articles cut to each length. Student seed {args.seed} unless stated (the teacher's always).\n\n"
-        + markdown_table(header, rows) + "\n" + seed_table(summaries)
+        + markdown_table(header, rows) + "\n" + seed_table(summaries, size)
     )
     payload = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "variants": summaries}
@@ -407,7 +411,7 @@ def report(args) -> dict:
     return payload
 
 
-def seed_table(summaries: dict) -> str:
+def seed_table(summaries: dict, size: str) -> str:
     """Mean and range over student seeds of the main figures, for the variants run with more than one."""
     by_variant: dict[str, list[dict]] = {}
     for key, summary in summaries.items():
@@ -426,7 +430,7 @@ def seed_table(summaries: dict) -> str:
                      *(f"{sum(v) / len(v):.4f} ({min(v):.4f}-{max(v):.4f})" for v in figures.values())])
     if not rows:
         return ""
-    header = ["student (~4x)", "seeds", "snippets acc.", "joined reviews 128", "joined reviews 256",
+    header = [f"student ({size})", "seeds", "snippets acc.", "joined reviews 128", "joined reviews 256",
               "news agreement (mean of 64-512)"]
     return "\nAcross student seeds (mean, then range):\n\n" + markdown_table(header, rows) + "\n"
 
