@@ -159,6 +159,29 @@ def test_assets_extra_is_named_when_its_packages_are_missing(monkeypatch):
         assets.load_rotten_tomatoes()
 
 
+def test_an_asset_unpacked_by_another_process_meanwhile_is_used(tmp_path, monkeypatch):
+    """Two jobs fetching the same asset at once: the one that finishes second keeps the first one's folder."""
+    import zipfile
+
+    from kron_transformers import assets
+
+    archive = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("pkg/data/a.txt", "mine")
+    target = tmp_path / "cache" / "data"
+
+    def fetch_while_another_process_unpacks(name, version):
+        target.mkdir(parents=True)
+        (target / "a.txt").write_text("theirs")
+        return archive
+
+    monkeypatch.setenv("KRON_TRANSFORMERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "fetch_package", fetch_while_another_process_unpacks)
+    assert assets._extract(("pkg", "1.0", "pkg/data/"), target) == target
+    assert (target / "a.txt").read_text() == "theirs"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["data"]  # no staging folder left behind
+
+
 def test_one_model_card_template():
     assert (PACKAGE / "MODEL_CARD.md").is_file()
     root_copy = ROOT / "MODEL_CARD.md"

