@@ -199,6 +199,15 @@ def fidelity_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def fidelity_warnings(result: dict) -> list[str]:
+    """``kron_transformers.fidelity.fidelity_warnings`` on the snippets and joined reviews of ``measure_fidelity``."""
+    from kron_transformers import fidelity
+
+    rows = {"the validation snippets": result["snippets"]}
+    rows.update({f"the {length}-token joined reviews": row for length, row in result["long_reviews"].items()})
+    return fidelity.fidelity_warnings(rows)
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -286,6 +295,7 @@ def main(argv=None):
         "train_sentences": n_train,
         "eval_sentences": n_eval,
         "fidelity": fidelity,
+        "fidelity_warnings": fidelity_warnings(fidelity),
         "wall_time_minutes": (time.time() - start) / 60,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -297,6 +307,8 @@ def main(argv=None):
     print(f"retained accuracy {summary['retained']:.1%}, compression {summary['compression']:.2f}x, "
           f"CPU speed-up {summary['cpu_speedup_batch32']:.2f}x")
     print(f"\n{fidelity_table(fidelity)}")
+    for line in summary["fidelity_warnings"]:
+        print(f"WARNING: {line}")
     print(f"student saved to {out / 'student'} ({summary['student_class']}); reloaded with "
           f"AutoModelForSequenceClassification: predictions identical = {same}")
     print(f"wall time {summary['wall_time_minutes']:.1f} min; summary in {out / 'summary.json'}")

@@ -93,3 +93,29 @@ def test_accuracy_by_length_reports_accuracy_positive_rate_and_agreement(tokeniz
     assert row["teacher_positive"] == pytest.approx(predicted.float().mean().item())
     assert math.isnan(fidelity.accuracy_by_length({"t": teacher}, tokenizer, texts[:1], labels[:1], groups[:1],
                                                   lengths=(64,))[64]["t"])
+
+
+def test_fidelity_warnings_name_a_student_fallen_to_one_class_and_a_large_gap():
+    rows = {
+        "snippets": {"teacher": 0.80, "teacher_positive": 0.60, "student": 0.78, "student_positive": 0.58},
+        "reviews, 256 tokens": {"examples": 84, "teacher": 0.95, "teacher_positive": 0.61, "student": 0.61,
+                                "student_positive": 1.0, "student_agreement": 0.62},
+        "reviews, 128 tokens": {"teacher": 0.90, "teacher_positive": 0.6, "student": 0.85, "student_positive": 0.03},
+    }
+    lines = fidelity.fidelity_warnings(rows)
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("student predicts class 1 for 100% of reviews, 256 tokens (teacher: 61% class 1)")
+    assert lines[1] == "student is 34.0 accuracy points below teacher on reviews, 256 tokens (0.6100 vs 0.9500)."
+    assert lines[2].startswith("student predicts class 0 for 97% of reviews, 128 tokens")
+    # a teacher that itself gives one class to a set is no warning about the student; nor is a small gap
+    rows = {"positives": {"teacher": 0.9, "teacher_positive": 0.98, "student": 0.85, "student_positive": 1.0}}
+    assert fidelity.fidelity_warnings(rows) == []
+    assert fidelity.fidelity_warnings({"x": {"teacher": 0.9, "student": 0.85, "student_positive": float("nan")}}) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [({"one_class": 0.4}, "one_class must be in"),
+                                             ({"max_gap": 2}, "max_gap must be in"),
+                                             ({"reference": "dense"}, "no accuracy of the reference model 'dense'")])
+def test_fidelity_warnings_reject_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fidelity.fidelity_warnings({"x": {"teacher": 0.9, "student": 0.8, "student_positive": 0.5}}, **kwargs)

@@ -105,6 +105,9 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
     for row in fidelity["news_agreement"].values():
         assert 0 <= row["agreement"] <= 1 and row["kl"] >= 0
     saved = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    assert saved["fidelity_warnings"] == summary["fidelity_warnings"] == quickstart.fidelity_warnings(fidelity)
+    for line in saved["fidelity_warnings"]:
+        assert f"WARNING: {line}" in out
     assert saved["reloaded_predictions_identical"] is True
     assert "output error |" in out  # kron-compress's table of the calibrated initialisation
     stage2 = torch.load(tmp_path / "qs" / "student" / "training_args.bin", weights_only=False)
@@ -119,3 +122,18 @@ def test_quickstart_rejects_negative_stage2_settings(flag, capsys):
     with pytest.raises(SystemExit):
         quickstart.parse_args([flag, "-1"])
     assert f"{flag} must be >= 0; got -1" in capsys.readouterr().err
+
+
+def test_quickstart_warns_of_a_student_fallen_to_one_class_on_long_reviews():
+    # The figures of the ~8x student whose stage 2 ran at lr 1e-4 on joined snippets and news (recipe_x8 study).
+    result = {
+        "snippets": {"teacher": 0.7846, "teacher_positive": 0.64, "student": 0.5753, "student_positive": 1.0},
+        "long_reviews": {128: {"examples": 206, "teacher": 0.8204, "teacher_positive": 0.60, "student": 0.5922,
+                               "student_positive": 1.0, "student_agreement": 0.772},
+                         256: {"examples": 84, "teacher": 0.9524, "teacher_positive": 0.58, "student": 0.9167,
+                               "student_positive": 0.52, "student_agreement": 0.869}},
+    }
+    lines = quickstart.fidelity_warnings(result)
+    assert any(line.startswith("student predicts class 1 for 100% of the validation snippets") for line in lines)
+    assert any(line.startswith("student predicts class 1 for 100% of the 128-token joined reviews") for line in lines)
+    assert not any("256-token" in line for line in lines)  # 3.6 points below, both classes given: no warning

@@ -205,3 +205,42 @@ def accuracy_by_length(
                 row[f"{name}_agreement"] = (predicted == reference).float().mean().item() if len(targets) else math.nan
         results[length] = row
     return results
+
+
+def fidelity_warnings(
+    accuracy: dict, reference: str = "teacher", one_class: float = 0.95, max_gap: float = 0.10
+) -> list[str]:
+    """Plain-language warnings for the failures accuracy on the distillation data hides.
+
+    ``accuracy`` maps an input set's name (e.g. ``"reviews, 256 tokens"``) to a row as ``accuracy_by_length`` returns
+    (``"<name>"``: accuracy, ``"<name>_positive"``: fraction predicted class 1). For every model other than
+    ``reference``, a warning names each set on which it predicts one class for at least ``one_class`` of the inputs
+    while the reference does not, and each set on which it is more than ``max_gap`` below the reference's accuracy.
+    """
+    if not 0.5 < one_class <= 1:
+        raise ValueError(f"one_class must be in (0.5, 1], the fraction of inputs given one class; got {one_class}.")
+    if not 0 <= max_gap <= 1:
+        raise ValueError(f"max_gap must be in [0, 1], an accuracy difference; got {max_gap}.")
+
+    def lopsided(fraction):
+        return not math.isnan(fraction) and max(fraction, 1 - fraction) >= one_class
+
+    lines = []
+    for inputs, row in accuracy.items():
+        if reference not in row:
+            raise ValueError(f"the row for {inputs!r} has no accuracy of the reference model {reference!r}: "
+                             f"it has {sorted(row)}.")
+        names = [key[: -len("_positive")] for key in row if key.endswith("_positive")]
+        for name in names:
+            if name == reference or name not in row:
+                continue
+            positive, accuracy_ = row[f"{name}_positive"], row[name]
+            if lopsided(positive) and not lopsided(row.get(f"{reference}_positive", math.nan)):
+                label = 1 if positive >= 0.5 else 0
+                lines.append(f"{name} predicts class {label} for {max(positive, 1 - positive):.0%} of {inputs} "
+                             f"({reference}: {row.get(f'{reference}_positive', math.nan):.0%} class 1): it has "
+                             "fallen to one class there.")
+            if accuracy_ < row[reference] - max_gap:
+                lines.append(f"{name} is {100 * (row[reference] - accuracy_):.1f} accuracy points below {reference} "
+                             f"on {inputs} ({accuracy_:.4f} vs {row[reference]:.4f}).")
+    return lines
