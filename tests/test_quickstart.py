@@ -137,3 +137,14 @@ def test_quickstart_warns_of_a_student_fallen_to_one_class_on_long_reviews():
     assert any(line.startswith("student predicts class 1 for 100% of the validation snippets") for line in lines)
     assert any(line.startswith("student predicts class 1 for 100% of the 128-token joined reviews") for line in lines)
     assert not any("256-token" in line for line in lines)  # 3.6 points below, both classes given: no warning
+
+
+def test_stage2_learning_rate_defaults_by_compression_and_follows_the_flag(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(3, 4), "b": torch.zeros(5)}, tmp_path / "model.safetensors")
+    assert quickstart.saved_parameters(tmp_path) == 17
+    default = quickstart.parse_args([])
+    assert quickstart.stage2_learning_rate(default, 3.81) == 1e-4  # the ~4x preset
+    assert quickstart.stage2_learning_rate(default, 7.17) == 2e-4  # the ~8x preset
+    assert quickstart.stage2_learning_rate(quickstart.parse_args(["--stage2_learning_rate", "5e-5"]), 7.17) == 5e-5
