@@ -230,16 +230,16 @@ def fidelity_warnings(
         if reference not in row:
             raise ValueError(f"the row for {inputs!r} has no accuracy of the reference model {reference!r}: "
                              f"it has {sorted(row)}.")
+        reference_positive = row.get(f"{reference}_positive", math.nan)
         names = [key[: -len("_positive")] for key in row if key.endswith("_positive")]
         for name in names:
             if name == reference or name not in row:
                 continue
             positive, accuracy_ = row[f"{name}_positive"], row[name]
-            if lopsided(positive) and not lopsided(row.get(f"{reference}_positive", math.nan)):
+            if lopsided(positive) and not lopsided(reference_positive):
                 label = 1 if positive >= 0.5 else 0
                 lines.append(f"{name} predicts class {label} for {max(positive, 1 - positive):.0%} of {inputs} "
-                             f"({reference}: {row.get(f'{reference}_positive', math.nan):.0%} class 1): it has "
-                             "fallen to one class there.")
+                             f"({reference}: {reference_positive:.0%} class 1): it has fallen to one class there.")
             if accuracy_ < row[reference] - max_gap:
                 lines.append(f"{name} is {100 * (row[reference] - accuracy_):.1f} accuracy points below {reference} "
                              f"on {inputs} ({accuracy_:.4f} vs {row[reference]:.4f}).")
