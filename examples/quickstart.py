@@ -74,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--stage2_news_blocks", type=int, default=500,
                         help="stage 2 also on this many unlabelled news blocks of the stage-1 lengths (only the "
                              "teacher's outputs and layers are their target), in the same number of steps")
+    parser.add_argument("--stage2_augmented_examples", type=int, default=0,
+                        help="stage 2 also on this many training snippets with words replaced by their nearest words "
+                             "in the teacher's embedding (TinyBERT's augmentation; unlabelled), in the same steps")
     parser.add_argument("--stage2_alpha_task", type=float, default=1.0,
                         help="stage-2 weight of the label loss beside the distillation terms")
     parser.add_argument("--max_seq_length", type=int, default=64, help="sentiment snippets are cut to this")
@@ -83,7 +86,7 @@ def parse_args(argv=None):
     parser.add_argument("--fidelity_texts", type=int, default=64,
                         help="held-out news articles per length for the teacher-student agreement")
     args = parser.parse_args(argv)
-    for name in ("stage2_joined_examples", "stage2_news_blocks", "stage2_alpha_task"):
+    for name in ("stage2_joined_examples", "stage2_news_blocks", "stage2_augmented_examples", "stage2_alpha_task"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0; got {getattr(args, name)}.")
     return args
@@ -115,8 +118,9 @@ def common_training_flags(args, output_dir: Path):
 
 
 def stage2_extra_data_flags(args, data: Path) -> list[str]:
-    """run_glue flags for the joined snippets and unlabelled news blocks of stage 2, if any: long examples batched by
-    length, and the steps of --stage2_epochs over the snippets alone (more examples, the same budget)."""
+    """run_glue flags for the joined snippets, unlabelled news blocks and word-replaced snippets of stage 2, if any:
+    long examples batched by length, and the steps of --stage2_epochs over the snippets alone (more examples, the
+    same budget)."""
     flags = []
     if args.stage2_joined_examples:
         flags += ["--joined_examples", str(args.stage2_joined_examples),
@@ -124,6 +128,8 @@ def stage2_extra_data_flags(args, data: Path) -> list[str]:
     if args.stage2_news_blocks:
         flags += ["--unlabelled_file", str(data / "news_train.txt"), "--unlabelled_examples",
                   str(args.stage2_news_blocks), "--unlabelled_max_length", str(args.stage1_max_length)]
+    if args.stage2_augmented_examples:
+        flags += ["--augmented_examples", str(args.stage2_augmented_examples)]
     if flags:
         flags += ["--train_sampling_strategy", "group_by_length", "--max_steps", str(stage2_steps(args))]
     return flags
@@ -284,7 +290,8 @@ def main(argv=None):
     ])
 
     print(f"\n=== 4/4 stage 2: task ILKD on the sentiment snippets ({args.stage2_epochs} epochs; + "
-          f"{args.stage2_joined_examples} joined, {args.stage2_news_blocks} news blocks; lr {learning_rate:g}) ===",
+          f"{args.stage2_joined_examples} joined, {args.stage2_news_blocks} news blocks, "
+          f"{args.stage2_augmented_examples} word-replaced; lr {learning_rate:g}) ===",
           flush=True)
     run_glue.main(["--model_name_or_path", str(out / "student-stage1"), "--teacher_name_or_path", str(out / "teacher"),
                    *glue_data, "--do_train", "--do_eval", "--num_train_epochs", str(args.stage2_epochs),

@@ -106,6 +106,16 @@ class DataTrainingArguments:
     unlabelled_examples: int = field(default=0, metadata={"help": "How many blocks to cut from --unlabelled_file."})
     unlabelled_min_length: int | None = field(default=None, metadata={"help": "Default: --max_seq_length."})
     unlabelled_max_length: int = field(default=256, metadata={"help": "Longest unlabelled block, in tokens."})
+    augmented_examples: int = field(
+        default=0,
+        metadata={"help": "Add this many training examples made TinyBERT's way: a training example with each "
+                  "one-token word replaced, with probability --augmentation_probability, by one of its "
+                  "--augmentation_candidates nearest words in the teacher's input embedding "
+                  "(kron_transformers.augmentation.replace_words). Unlabelled (a neighbour may be an antonym): the "
+                  "student matches the teacher's outputs and layers on them. Needs --teacher_name_or_path."},
+    )
+    augmentation_probability: float = field(default=0.4, metadata={"help": "Chance that each word is replaced."})
+    augmentation_candidates: int = field(default=15, metadata={"help": "Nearest words a replacement is drawn from."})
 
     def __post_init__(self):
         if self.task_name is not None:
@@ -120,6 +130,12 @@ class DataTrainingArguments:
         if self.joined_examples and not 2 < joined_min_length <= self.joined_max_length:
             raise ValueError(f"Expected 2 < --joined_min_length <= --joined_max_length; got {joined_min_length} and "
                              f"{self.joined_max_length}.")
+        if self.augmented_examples < 0:
+            raise ValueError(f"--augmented_examples must be >= 0; got {self.augmented_examples}.")
+        if not 0 < self.augmentation_probability <= 1:
+            raise ValueError(f"--augmentation_probability must be in (0, 1]; got {self.augmentation_probability}.")
+        if self.augmentation_candidates < 1:
+            raise ValueError(f"--augmentation_candidates must be >= 1; got {self.augmentation_candidates}.")
         if self.unlabelled_examples < 0:
             raise ValueError(f"--unlabelled_examples must be >= 0; got {self.unlabelled_examples}.")
         if bool(self.unlabelled_examples) != (self.unlabelled_file is not None):
@@ -226,6 +242,27 @@ def add_unlabelled_blocks(train_dataset, tokenizer, data_args, max_seq_length: i
     return concatenate_datasets([kept, unlabelled])
 
 
+def augmented_examples(train_dataset, tokenizer, teacher, data_args, seed: int):
+    """``--augmented_examples`` inputs made from ``train_dataset``'s by word replacement, as a dataset of its model
+    inputs labelled -100 (appended to the training set after the other additions)."""
+    from datasets import Dataset, Value
+
+    from kron_transformers.augmentation import replace_words
+
+    sequences, sources = replace_words(train_dataset["input_ids"], tokenizer, teacher.get_input_embeddings().weight,
+                                       data_args.augmented_examples, data_args.augmentation_probability,
+                                       data_args.augmentation_candidates, seed=seed)
+    columns = {"input_ids": sequences, "label": [-100] * len(sequences)}
+    for name in ("attention_mask", "token_type_ids"):  # the source's: its padding, and the segments of a text pair
+        if name in train_dataset.column_names:
+            values = train_dataset[name]
+            columns[name] = [values[source] for source in sources]
+    features = train_dataset.select_columns(list(columns)).cast_column("label", Value("int64")).features
+    logger.info(f"Made {len(sequences)} examples by replacing words (probability "
+                f"{data_args.augmentation_probability}, {data_args.augmentation_candidates} candidates).")
+    return Dataset.from_dict(columns).cast(features)
+
+
 def load_raw_datasets(data_args, model_args):
     if data_args.task_name is not None:
         return load_dataset("nyu-mll/glue", data_args.task_name, cache_dir=model_args.cache_dir, token=model_args.token)
@@ -278,6 +315,9 @@ def main(argv=None):
     if training_args.freeze_position_embeddings and model_args.teacher_name_or_path is None:
         raise ValueError("--freeze_position_embeddings applies to distillation (IlkdTrainer): it needs "
                          "--teacher_name_or_path.")
+    if data_args.augmented_examples and model_args.teacher_name_or_path is None:
+        raise ValueError("--augmented_examples needs --teacher_name_or_path: the examples it makes have no labels, so "
+                         "only a teacher's outputs can be the target.")
     if data_args.unlabelled_examples and model_args.teacher_name_or_path is None:
         raise ValueError("--unlabelled_examples needs --teacher_name_or_path: without labels, only a teacher's outputs "
                          "can be the target.")
@@ -322,6 +362,9 @@ def main(argv=None):
         else:
             sentence1_key, sentence2_key = non_label[0], None
 
+    if data_args.augmented_examples and is_regression:
+        raise ValueError("--augmented_examples needs a classification task: a regression loss cannot skip the "
+                         "unlabelled examples it makes.")
     if data_args.unlabelled_examples and is_regression:
         raise ValueError("--unlabelled_examples needs a classification task: a regression loss cannot skip the "
                          "unlabelled blocks.")
@@ -421,10 +464,18 @@ def main(argv=None):
         return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
 
     train_dataset = split("train", data_args.max_train_samples, "--do_train") if training_args.do_train else None
+    augmented = None
+    if train_dataset is not None and data_args.augmented_examples:
+        augmented = augmented_examples(train_dataset, tokenizer, teacher, data_args, training_args.seed)
     if train_dataset is not None and data_args.joined_examples:
         train_dataset = add_joined_examples(train_dataset, tokenizer, data_args, max_seq_length, training_args.seed)
     if train_dataset is not None and data_args.unlabelled_examples:
         train_dataset = add_unlabelled_blocks(train_dataset, tokenizer, data_args, max_seq_length, training_args.seed)
+    if augmented is not None:
+        from datasets import Value, concatenate_datasets
+
+        kept = train_dataset.select_columns(augmented.column_names).cast_column("label", Value("int64"))
+        train_dataset = concatenate_datasets([kept, augmented.cast(kept.features)])
     eval_dataset = split("validation", data_args.max_eval_samples, "--do_eval") if training_args.do_eval else None
     predict_dataset = split("test", data_args.max_predict_samples, "--do_predict") if training_args.do_predict else None
 

@@ -85,3 +85,81 @@ def test_text_blocks_are_cut_from_the_token_stream_at_drawn_lengths(tokenizer):
         text_blocks(texts, tokenizer, 3, 16, 100000)
     with pytest.raises(ValueError, match="got min_length=50, max_length=40"):
         text_blocks(texts, tokenizer, 3, 50, 40)
+
+
+def word_ids(tokenizer, embeddings):
+    """Ids of the one-token words (alphabetic, not ## pieces, not special), found here independently."""
+    specials = set(tokenizer.all_special_ids)
+    return [i for i in range(embeddings.shape[0]) if i not in specials
+            and tokenizer.convert_ids_to_tokens(i).isalpha()]
+
+
+def test_replaced_words_are_nearest_neighbours_and_everything_else_is_kept(tokenizer):
+    from kron_transformers.augmentation import replace_words
+
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(len(tokenizer), 8, generator=generator, dtype=torch.float64)
+    texts = ["the film is good, 42 minutes of unbelievably gripping fun!", "bad acting; a tedious plot."]
+    input_ids = tokenizer(texts)["input_ids"]
+    words = word_ids(tokenizer, embeddings)
+    unit = embeddings / embeddings.norm(dim=-1, keepdim=True)
+
+    def nearest(token, k):  # by an explicit loop over the one-token words, the word itself excluded
+        scores = sorted(((float(unit[token] @ unit[other]), other) for other in words if other != token), reverse=True)
+        return {other for _, other in scores[:k]}
+
+    sequences, sources = replace_words(input_ids, tokenizer, embeddings, 40, probability=1.0, candidates=3, seed=2)
+    assert len(sequences) == 40 and sorted(sources) == sorted([0, 1] * 20)
+    assert sorted(sources[:2]) == [0, 1]  # every example once before any repeats
+    replaced = 0
+    for ids, source in zip(sequences, sources):
+        original = input_ids[source]
+        assert len(ids) == len(original)
+        pieces = tokenizer.convert_ids_to_tokens(original)
+        for position, (new, old) in enumerate(zip(ids, original)):
+            following = pieces[position + 1] if position + 1 < len(pieces) else ""
+            one_token_word = old in words and not following.startswith("##")
+            if one_token_word:  # probability 1: always replaced, by one of its 3 nearest words
+                assert new != old and new in nearest(old, 3)
+                replaced += 1
+            else:  # special tokens, numbers, punctuation and the pieces of longer words stay
+                assert new == old
+    assert replaced > 100
+    # "unbelievably" is several pieces: kept whole, never a piece of it replaced.
+    assert "##" in "".join(tokenizer.tokenize("unbelievably"))
+    assert replace_words(input_ids, tokenizer, embeddings, 40, 1.0, 3, seed=2) == (sequences, sources)
+    assert replace_words(input_ids, tokenizer, embeddings, 40, 1.0, 3, seed=3) != (sequences, sources)
+
+
+def test_the_replacement_probability_is_that_fraction_of_words(tokenizer):
+    from kron_transformers.augmentation import replace_words
+
+    torch = pytest.importorskip("torch")
+    embeddings = torch.randn(len(tokenizer), 8, generator=torch.Generator().manual_seed(0))
+    input_ids = tokenizer(["the good film is a fun one and the plot is tight"] * 50)["input_ids"]
+    sequences, _ = replace_words(input_ids, tokenizer, embeddings, 200, probability=0.25, seed=0)
+    changed = sum(new != old for ids in sequences for new, old in zip(ids, input_ids[0]))
+    words = sum(len(ids) - 2 for ids in sequences)  # every text token is a one-token word here
+    assert 0.20 < changed / words < 0.30
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"count": -1}, "count must be >= 0; got -1"),
+    ({"probability": 0.0}, r"probability must be in \(0, 1\]; got 0.0"),
+    ({"probability": 1.5}, r"probability must be in \(0, 1\]; got 1.5"),
+    ({"candidates": 0}, "candidates must be >= 1; got 0"),
+])
+def test_replace_words_names_bad_arguments(tokenizer, kwargs, message):
+    from kron_transformers.augmentation import replace_words
+
+    torch = pytest.importorskip("torch")
+    embeddings = torch.randn(len(tokenizer), 8)
+    input_ids = tokenizer(["a good film"])["input_ids"]
+    with pytest.raises(ValueError, match=message):
+        replace_words(input_ids, tokenizer, embeddings, **{"count": 3, **kwargs})
+    with pytest.raises(ValueError, match=r"must be \(vocabulary, hidden\); got shape \(30\,\)"):
+        replace_words(input_ids, tokenizer, torch.randn(30), 3)
+    with pytest.raises(ValueError, match="outside the embeddings' 100 rows"):
+        replace_words(input_ids, tokenizer, torch.randn(100, 8), 3)
+    assert replace_words(input_ids, tokenizer, embeddings, 0) == ([], [])

@@ -337,6 +337,48 @@ def test_run_glue_distils_on_unlabelled_text_blocks_too(glue_files, glue_teacher
     assert losses and all(np.isfinite(losses))
 
 
+@pytest.mark.parametrize("task", ["sst2", "mrpc"])
+def test_run_glue_distils_on_word_replaced_examples_too(task, glue_files, glue_teachers, tmp_path):
+    teacher_dir, _ = glue_teachers[task]
+    trainer = run_glue.main(["--model_name_or_path", str(teacher_dir), "--compression", "2",
+                             "--teacher_name_or_path", str(teacher_dir), *glue_data_flags(glue_files, task),
+                             "--augmented_examples", "30", "--augmentation_probability", "1", "--do_train",
+                             "--per_device_train_batch_size", "4", *training_flags(tmp_path, steps=6)])
+    rows = read_csv_rows(glue_files[task, "train"])
+    dataset = trainer.train_dataset
+    n = len(rows["label"])
+    assert len(dataset) == n + 30
+    originals, made = dataset.select(range(n)), dataset.select(range(n, n + 30))
+    assert set(made["label"]) == {-100} and set(originals["label"]) <= {0, 1}
+    # Each made example is one of the task's with its words replaced: the same length, segments and special tokens.
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    specials = set(tokenizer.all_special_ids)
+    for ids, types in zip(made["input_ids"], made["token_type_ids"]):
+        sources = [i for i, original in enumerate(originals["input_ids"]) if len(original) == len(ids)
+                   and originals["token_type_ids"][i] == types
+                   and all((a in specials) == (b in specials) and (a == b or b not in specials)
+                           for a, b in zip(original, ids))]
+        assert sources and all(originals["input_ids"][i] != ids for i in sources)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses and all(np.isfinite(losses))
+
+
+def test_run_glue_rejects_word_replacement_it_cannot_use(bert_dir, glue_files, tmp_path):
+    for task, extra, message in [
+        ("sst2", [], "--augmented_examples needs --teacher_name_or_path"),
+        ("stsb", ["--teacher_name_or_path", str(bert_dir)], "--augmented_examples needs a classification task"),
+        ("sst2", ["--augmentation_probability", "0"], r"--augmentation_probability must be in \(0, 1\]; got 0.0"),
+        ("sst2", ["--augmentation_candidates", "0"], "--augmentation_candidates must be >= 1; got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run_glue.main(["--model_name_or_path", str(bert_dir), *glue_data_flags(glue_files, task), "--do_train",
+                           "--augmented_examples", "4", *extra, *training_flags(tmp_path)])
+    with pytest.raises(ValueError, match="--augmented_examples must be >= 0; got -1"):
+        run_glue.main(["--model_name_or_path", str(bert_dir), *glue_data_flags(glue_files, "sst2"), "--do_train",
+                       "--augmented_examples", "-1", *training_flags(tmp_path)])
+    assert not (tmp_path / "all_results.json").exists()
+
+
 def test_run_glue_rejects_unlabelled_blocks_it_cannot_use(bert_dir, glue_files, text_files, tmp_path):
     flags = ["--unlabelled_file", str(text_files[0]), "--unlabelled_examples", "4"]
     for task, extra, error, message in [

@@ -95,7 +95,7 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
         "--news_articles", "12", "--teacher_epochs", "0.25", "--stage1_steps", "2", "--stage2_epochs", "0.25",
         "--batch_size", "8", "--stage1_batch_size", "4", "--calibration_texts", "8", "--fidelity_texts", "4",
         "--stage2_learning_rate", "3e-4", "--threads", "1", "--stage2_joined_examples", "6", "--stage2_news_blocks",
-        "4", "--stage2_alpha_task", "0.5",
+        "4", "--stage2_augmented_examples", "5", "--stage2_alpha_task", "0.5",
     ])
     out = capsys.readouterr().out
     assert "=== summary ===" in out and "joined reviews, 256 tokens" in out and "identical predictions" in out
@@ -115,9 +115,12 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
     # the joined snippets and news blocks join the snippets in the snippets' step count (0.25 epochs of 32 / 8)
     assert stage2.alpha_task == 0.5 and stage2.max_steps == 1
     assert stage2.train_sampling_strategy == "group_by_length"
+    trained = json.loads((tmp_path / "qs" / "student" / "all_results.json").read_text())
+    assert trained["train_samples"] == 32 + 6 + 4 + 5  # snippets, joined, news blocks, word-replaced snippets
 
 
-@pytest.mark.parametrize("flag", ["--stage2_joined_examples", "--stage2_news_blocks", "--stage2_alpha_task"])
+@pytest.mark.parametrize("flag", ["--stage2_joined_examples", "--stage2_news_blocks", "--stage2_augmented_examples",
+                                  "--stage2_alpha_task"])
 def test_quickstart_rejects_negative_stage2_settings(flag, capsys):
     with pytest.raises(SystemExit):
         quickstart.parse_args([flag, "-1"])

@@ -35,6 +35,11 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   domains, at the default lr 1e-4); ``mixed_joined_news_task_lr`` the same at lr 2e-4.
 - ``mixed_300`` / ``mixed_300_task``: ``mixed_lengths`` / ``mixed_task`` with 300 stage-1 steps instead of 150 (a
   bigger stage-1 budget; the quickstart's 11 minutes leave room for it).
+- ``mixed_joined_news_task_aug`` / ``mixed_joined_news_task_lr_aug``: ``mixed_joined_news_task`` /
+  ``mixed_joined_news_task_lr`` with stage 2 also on 2,500 snippets whose one-token words were each replaced, with
+  probability 0.4, by one of their 15 nearest words in the teacher's input embedding (TinyBERT's augmentation without
+  its masked-LM; ``run_glue.py --augmented_examples``; unlabelled, since a neighbour may be an antonym), in the same
+  250 steps: each example is seen once instead of the snippets about 1.5 times.
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -108,6 +113,9 @@ CHANGES = {
     # against 0.08 logged at epoch 1.2), so the student's outputs are matched mostly through its layers.
     "stage2_logits10": ([], ["--alpha_logits", "10"], False),
     "stage2_task": ([], ["--alpha_task", "1"], False),
+    # TinyBERT's augmentation: 2,500 snippets with words replaced by embedding neighbours (unlabelled), so that the
+    # 250 steps see each example once (4,000 + 1,000 joined + 500 news + 2,500) instead of repeating the snippets.
+    "augmented": ([], ["--augmented_examples", "2500"], False),
     "stage2_attention3": ([], ["--alpha_attention", "3"], False),
     "stage2_no_attention": ([], ["--alpha_attention", "0"], False),
     "stage2_normalized": ([], ["--loss_normalization", "teacher"], False),
@@ -145,6 +153,9 @@ VARIANTS = {
     "mixed_joined_task": ["mixed_lengths", "joined", "stage2_task"],
     "mixed_joined_news_task": ["mixed_lengths", "joined", "news_blocks", "stage2_task"],
     "mixed_joined_news_task_lr": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "stage2_lr"],
+    "mixed_joined_news_task_aug": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "augmented"],
+    "mixed_joined_news_task_lr_aug": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "stage2_lr",
+                                      "augmented"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -180,6 +191,10 @@ LABELS = {
     "mixed_joined_news_task": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news + label loss",
     "mixed_joined_news_task_lr": "64-256-token blocks + stage 2 also on joined snippets and unlabelled news + label loss, "
                                  "at lr 2e-4",
+    "mixed_joined_news_task_aug": "64-256-token blocks + stage 2 also on joined snippets, unlabelled news and 2,500 "
+                                  "word-replaced snippets + label loss",
+    "mixed_joined_news_task_lr_aug": "64-256-token blocks + stage 2 also on joined snippets, unlabelled news and "
+                                     "2,500 word-replaced snippets + label loss, at lr 2e-4",
 }
 
 
@@ -305,7 +320,7 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
     if summary_path.is_file():
         return read_json(summary_path)
     stage1_flags, stage2_flags, calibrated = variant_settings(name)
-    if "--joined_examples" in stage2_flags or "--unlabelled_examples" in stage2_flags:
+    if any(flag in stage2_flags for flag in ("--joined_examples", "--unlabelled_examples", "--augmented_examples")):
         stage2_flags = [*stage2_flags, "--max_steps", str(stage2_steps(args))]  # more examples, the same steps
     run_stage2_flags = [flag.replace("{data}", str(data)) for flag in stage2_flags]  # the summary keeps "{data}"
     init = student_init(args, teacher_dir, data, calibrated)
