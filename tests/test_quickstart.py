@@ -142,12 +142,18 @@ def test_quickstart_warns_of_a_student_fallen_to_one_class_on_long_reviews():
     assert not any("256-token" in line for line in lines)  # 3.6 points below, both classes given: no warning
 
 
-def test_stage2_learning_rate_defaults_by_compression_and_follows_the_flag(tmp_path):
+def test_stage2_settings_default_by_compression_and_follow_the_flags(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"a": torch.zeros(3, 4), "b": torch.zeros(5)}, tmp_path / "model.safetensors")
     assert quickstart.saved_parameters(tmp_path) == 17
     default = quickstart.parse_args([])
-    assert quickstart.stage2_learning_rate(default, 3.81) == 1e-4  # the ~4x preset
-    assert quickstart.stage2_learning_rate(default, 7.17) == 2e-4  # the ~8x preset
-    assert quickstart.stage2_learning_rate(quickstart.parse_args(["--stage2_learning_rate", "5e-5"]), 7.17) == 5e-5
+    names = ("stage2_learning_rate", "stage2_joined_examples", "stage2_news_blocks", "stage2_alpha_task")
+    x4, x8 = quickstart.stage2_settings(default, 3.81), quickstart.stage2_settings(default, 7.17)
+    assert [getattr(x4, name) for name in names] == [1e-4, 1000, 500, 1.0]  # the ~4x preset: long inputs, labels
+    assert [getattr(x8, name) for name in names] == [2e-4, 0, 0, 0.0]  # the ~8x preset: the snippets alone
+    assert x4.compression == default.compression and x4.seed == default.seed  # the other settings pass through
+    given = quickstart.parse_args(["--stage2_learning_rate", "5e-5", "--stage2_joined_examples", "7",
+                                   "--stage2_news_blocks", "0", "--stage2_alpha_task", "0.5"])
+    for ratio in (3.81, 7.17):
+        assert [getattr(quickstart.stage2_settings(given, ratio), name) for name in names] == [5e-5, 7, 0, 0.5]
