@@ -40,6 +40,8 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   probability 0.4, by one of their 15 nearest words in the teacher's input embedding (TinyBERT's augmentation without
   its masked-LM; ``run_glue.py --augmented_examples``; unlabelled, since a neighbour may be an antonym), in the same
   250 steps: each example is seen once instead of the snippets about 1.5 times.
+- ``mixed_calibrated_joined_news_task``: ``mixed_joined_news_task`` from the activation-aware initialisation (its
+  stage 1 is ``mixed_calibrated``'s).
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -154,6 +156,7 @@ VARIANTS = {
     "mixed_joined_news_task": ["mixed_lengths", "joined", "news_blocks", "stage2_task"],
     "mixed_joined_news_task_lr": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "stage2_lr"],
     "mixed_joined_news_task_aug": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "augmented"],
+    "mixed_calibrated_joined_news_task": ["mixed_lengths", "calibrated", "joined", "news_blocks", "stage2_task"],
     "mixed_joined_news_task_lr_aug": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "stage2_lr",
                                       "augmented"],
 }
@@ -193,6 +196,8 @@ LABELS = {
                                  "at lr 2e-4",
     "mixed_joined_news_task_aug": "64-256-token blocks + stage 2 also on joined snippets, unlabelled news and 2,500 "
                                   "word-replaced snippets + label loss",
+    "mixed_calibrated_joined_news_task": "64-256-token blocks + activation-aware init + stage 2 also on joined "
+                                         "snippets and unlabelled news + label loss",
     "mixed_joined_news_task_lr_aug": "64-256-token blocks + stage 2 also on joined snippets, unlabelled news and "
                                      "2,500 word-replaced snippets + label loss, at lr 2e-4",
 }
