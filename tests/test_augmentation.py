@@ -163,3 +163,30 @@ def test_replace_words_names_bad_arguments(tokenizer, kwargs, message):
     with pytest.raises(ValueError, match="outside the embeddings' 100 rows"):
         replace_words(input_ids, tokenizer, torch.randn(100, 8), 3)
     assert replace_words(input_ids, tokenizer, embeddings, 0) == ([], [])
+
+
+def test_byte_level_bpe_words_are_told_by_their_word_start_marker():
+    """GPT-2's vocabulary marks word starts with "Ġ": "Ġgood" is a one-token word, "ing" continues one."""
+    import kron_transformers
+    from kron_transformers.augmentation import replace_words
+
+    torch = pytest.importorskip("torch")
+    try:
+        gpt2 = kron_transformers.load_gpt2_tokenizer()
+    except OSError as error:
+        pytest.skip(f"GPT-2 tokenizer unavailable: {error}")
+    embeddings = torch.randn(len(gpt2), 8, generator=torch.Generator().manual_seed(0))
+    input_ids = gpt2([" a good film, 1999 , the Kroneckerish boring ending"])["input_ids"]
+    pieces = gpt2.convert_ids_to_tokens(input_ids[0])
+    sequences, _ = replace_words(input_ids, gpt2, embeddings, 20, probability=1.0, candidates=3, seed=0)
+    for position, piece in enumerate(pieces):
+        following = pieces[position + 1] if position + 1 < len(pieces) else "Ġ"
+        continues = following.isalpha() and not following.startswith("Ġ")
+        whole_word = piece.startswith("Ġ") and piece[1:].isalpha() and not continues
+        new = {ids[position] for ids in sequences}
+        if whole_word:  # replaced every time, by words that start with "Ġ" too
+            assert input_ids[0][position] not in new
+            assert all(gpt2.convert_ids_to_tokens(token).startswith("Ġ") for token in new)
+        else:  # punctuation, numbers, and the pieces of words of several tokens
+            assert new == {input_ids[0][position]}
+    assert any(not piece.startswith("Ġ") and piece.isalpha() for piece in pieces)  # a continuation piece is there

@@ -198,7 +198,10 @@ def _word_tokens(tokenizer, vocabulary: int) -> tuple[set[int], set[int]]:
     continue a word (WordPiece ``##`` pieces; pieces without ``Ġ``/``▁`` where the vocabulary marks word starts)."""
     pieces = tokenizer.convert_ids_to_tokens(list(range(vocabulary)))
     special = set(tokenizer.all_special_ids)
-    wordpiece = any(piece.startswith("##") for piece in pieces if piece)
+    # WordPiece marks continuations (BERT: ~5,800 "##" pieces of 30,522), byte-level BPE and SentencePiece word starts
+    # (GPT-2: ~33,000 "Ġ" pieces of 50,257, and 6 that merely start with "##", such as "##" itself)
+    wordpiece = (sum(piece.startswith("##") for piece in pieces if piece)
+                 > sum(piece[0] in "Ġ▁" for piece in pieces if piece))
     words, continuation = set(), set()
     for token_id, piece in enumerate(pieces):
         if not piece or token_id in special:
