@@ -214,3 +214,17 @@ def test_replace_with_kronecker_modules():
     assert model(torch.tensor([[1, 2]])).shape == (1, 2, 8)
     with pytest.raises(ValueError, match=r"Cannot factor `1`: a_shape=\(5, 2\).*out_features=12 is not divisible by 5"):
         replace_with_kronecker_modules(nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 12)), {"1": (5, 2)})
+
+
+def test_embedding_with_factor_equal_to_width_is_the_truncated_svd():
+    # f = d: A[r] is a V x 1 column and b[r] a 1 x d row, so sum_r A[r] ⊗ b[r] is a rank-r matrix, and the nearest
+    # one is the truncated SVD (Eckart-Young).
+    torch.manual_seed(0)
+    dense = nn.Embedding(60, 12, padding_idx=0, dtype=torch.float64)
+    emb = KroneckerEmbedding.from_embedding(dense, factor=12, rank=3)
+    u, s, vh = torch.linalg.svd(dense.weight.detach(), full_matrices=False)
+    torch.testing.assert_close(emb.dense_weight(), u[:, :3] @ torch.diag(s[:3]) @ vh[:3], rtol=1e-9, atol=1e-9)
+    ids = torch.tensor([[0, 5, 59, 5]])
+    torch.testing.assert_close(emb(ids), dense_kron(emb.a, emb.b)[ids], rtol=1e-12, atol=1e-12)
+    emb(ids).sum().backward()
+    assert torch.all(emb.a.grad[:, 0] == 0) and emb.a.grad[:, 5].abs().sum() > 0

@@ -195,6 +195,8 @@ def test_module_paths_follow_the_config():
                                                                r"of attention_a_shape=\(32, 32\) \(b_shape=\(1, 1\)\)"),
         ({"embedding_factor": 2, "kronecker_rank": 3, "attention_a_shape": (4, 4), "ffn_a_shape": (8, 4)},
          r"kronecker_rank=3 exceeds embedding_factor=2"),
+        ({"embedding_rank": 0}, r"embedding_rank must be a positive integer or None; got 0"),
+        ({"embedding_factor": 4, "embedding_rank": 5}, r"embedding_rank=5 exceeds embedding_factor=4"),
         ({"kronecker_layers": [0, 2]}, r"kronecker_layers must list distinct layer indices in \[0, 2\).*invalid entries \[2\]"),
         ({"kronecker_layers": [1, 1]}, r"kronecker_layers.*with duplicates"),
     ],
@@ -231,6 +233,20 @@ def test_from_dense_config_with_a_ratio_works_for_any_bert_size():
     b = (384 // a[0], 384 // a[1])
     assert config.kronecker_rank == 2 and abs(384 * 384 / (2 * (a[0] * a[1] + b[0] * b[1])) / 4 - 1) < 0.02
     assert config.embedding_factor >= 2
+
+
+def test_embedding_rank_picks_the_factor_for_that_rank_and_leaves_the_maps_at_kronecker_rank():
+    minilm_sized = BertConfig(hidden_size=384, intermediate_size=1536, num_attention_heads=12, num_hidden_layers=6)
+    default = KroneckerBertConfig.from_dense_config(minilm_sized, 4.0)
+    config = KroneckerBertConfig.from_dense_config(minilm_sized, 4.0, embedding_rank=96)
+    # 96 products of a 30522x1 column and a 1x384 row: 96 numbers per token, as one 30522x96 ⊗ 1x4 product
+    assert (default.embedding_factor, default.word_embedding_rank) == (4, 1)
+    assert (config.embedding_factor, config.word_embedding_rank, config.kronecker_rank) == (384, 96, 1)
+    assert config.attention_a_shape == default.attention_a_shape and config.ffn_a_shape == default.ffn_a_shape
+    targets = config.kronecker_targets()
+    assert targets["embeddings.word_embeddings"] == {"factor": 384, "rank": 96}
+    assert targets["encoder.layer.0.attention.self.query"]["rank"] == 1
+    assert KroneckerBertConfig.from_dict(config.to_dict()).word_embedding_rank == 96
 
 
 def test_from_dense_config_keeps_the_dense_fields_and_applies_overrides():
@@ -312,8 +328,11 @@ def test_new_kronecker_modules_are_initialised_with_initializer_range():
         dict(attention_a_shape=(32, 32), ffn_a_shape=(64, 32), embedding_factor=None, kronecker_rank=1),
         # Rank 2 with two-entry B factors and a 1x2 embedding b: full rank, so the factorisation is exact.
         dict(attention_a_shape=(32, 16), ffn_a_shape=(64, 16), embedding_factor=2, kronecker_rank=2),
+        # The embedding as 32 products of a column and a row (its full-rank SVD), the maps at rank 1.
+        dict(attention_a_shape=(32, 32), ffn_a_shape=(64, 32), embedding_factor=32, embedding_rank=32,
+             kronecker_rank=1),
     ],
-    ids=["b1x1", "full-rank-2"],
+    ids=["b1x1", "full-rank-2", "svd-embedding"],
 )
 @pytest.mark.parametrize("dense_class", list(KRONECKER_HEADS))
 def test_exact_factorisation_reproduces_the_dense_model(dense_class, fields):
@@ -323,8 +342,8 @@ def test_exact_factorisation_reproduces_the_dense_model(dense_class, fields):
     assert next(kronecker.parameters()).dtype == torch.float64 and not kronecker.training
     bert = kronecker if dense_class is BertModel else kronecker.bert
     assert all(isinstance(bert.encoder.layer[i].output.dense, KroneckerLinear) for i in range(2))
-    assert isinstance(bert.embeddings.word_embeddings, KroneckerEmbedding) == (fields["embedding_factor"] == 2)
-    if dense_class is BertForMaskedLM and fields["embedding_factor"] == 2:
+    assert isinstance(bert.embeddings.word_embeddings, KroneckerEmbedding) == (fields["embedding_factor"] is not None)
+    if dense_class is BertForMaskedLM and fields["embedding_factor"] is not None:
         assert isinstance(kronecker.cls.predictions.decoder, KroneckerTiedLogits)
     assert max(m.relative_error for m in kronecker.compression_report.modules) < 1e-6
 

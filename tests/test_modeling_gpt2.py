@@ -118,6 +118,8 @@ def test_config_validates_at_construction():
         (dict(kronecker_rank=0), r"kronecker_rank must be a positive integer"),
         (dict(c_attn_a_shape=(2, 2), kronecker_rank=5), r"kronecker_rank=5 exceeds the largest useful rank 4"),
         (dict(embedding_factor=2, kronecker_rank=3), r"kronecker_rank=3 exceeds embedding_factor=2"),
+        (dict(embedding_factor=2, embedding_rank=3), r"embedding_rank=3 exceeds embedding_factor=2"),
+        (dict(embedding_factor=2, embedding_rank=0), r"embedding_rank must be a positive integer or None"),
         (dict(kronecker_layers=[0, 2]), r"indices in \[0, 2\).*invalid entries \[2\]"),
         (dict(kronecker_layers=[1, 1]), r"with duplicates"),
     ]
@@ -250,6 +252,19 @@ def test_compressed_model_with_exact_shapes_equals_the_dense_model(dense_class):
         kwargs["labels"] = torch.tensor([0, 2])
     elif dense_class is GPT2ForTokenClassification:
         kwargs["labels"] = torch.randint(0, 3, (2, 9))
+    assert_outputs_close(kron(**kwargs), dense(**kwargs))
+
+
+def test_an_svd_embedding_of_full_rank_reproduces_the_dense_model_and_its_tied_head():
+    # wte as 32 products of a 96x1 column and a 1x32 row (embedding_factor = n_embd): its full-rank SVD, exact; the
+    # maps keep rank 4 (kronecker_rank), and lm_head computes its logits from the embedding's factors.
+    dense = dense_model()
+    config = kronecker_config(dense.config, **{**exact_fields(), "embedding_factor": 32, "embedding_rank": 32})
+    kron = compress(dense, config, show_progress=False)
+    wte = kron.get_input_embeddings()
+    assert (wte.factor, wte.rank, kron.base_model.h[0].attn.c_attn.rank) == (32, 32, 4)
+    ids = torch.randint(2, 96, (2, 9), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(input_ids=ids, labels=ids, output_hidden_states=True, output_attentions=True)
     assert_outputs_close(kron(**kwargs), dense(**kwargs))
 
 

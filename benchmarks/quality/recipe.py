@@ -42,6 +42,9 @@ time at the same budget (steps, batch, data, learning rates), then all winning c
   250 steps: each example is seen once instead of the snippets about 1.5 times.
 - ``mixed_calibrated_joined_news_task``: ``mixed_joined_news_task`` from the activation-aware initialisation (its
   stage 1 is ``mixed_calibrated``'s).
+- ``mixed_svd_embedding_joined_news_task``: ``mixed_joined_news_task`` with the word embedding initialised as its
+  rank-96 truncated SVD (``compress(..., embedding_factor=384, embedding_rank=96)``: 96 summed products of a column
+  and a row, the same 96 numbers per token) instead of one Kronecker product of 30522x96 and 1x4.
 - ``lengths_512``: stage-1 blocks of 64 to 512 tokens (the teacher's maximum), 7 per batch (about the same tokens
   per step), instead of ``mixed_lengths``' 64 to 256.
 
@@ -121,6 +124,10 @@ CHANGES = {
     "stage2_attention3": ([], ["--alpha_attention", "3"], False),
     "stage2_no_attention": ([], ["--alpha_attention", "0"], False),
     "stage2_normalized": ([], ["--loss_normalization", "teacher"], False),
+    # The word embedding (half of MiniLM's parameters) as 96 summed products of a 30522x1 column and a 1x384 row,
+    # i.e. its rank-96 truncated SVD (weight error 0.654), instead of one product of 30522x96 and 1x4 (0.864): the
+    # same 96 numbers per token (+37k shared), so the student has 5,998,034 parameters instead of 5,961,174.
+    "svd_embedding": ([], [], False, {"embedding_factor": 384, "embedding_rank": 96}),
 }
 VARIANTS = {
     "baseline": [],
@@ -159,6 +166,8 @@ VARIANTS = {
     "mixed_calibrated_joined_news_task": ["mixed_lengths", "calibrated", "joined", "news_blocks", "stage2_task"],
     "mixed_joined_news_task_lr_aug": ["mixed_lengths", "joined", "news_blocks", "stage2_task", "stage2_lr",
                                       "augmented"],
+    "mixed_svd_embedding_joined_news_task": ["mixed_lengths", "svd_embedding", "joined", "news_blocks",
+                                             "stage2_task"],
 }
 LABELS = {
     "baseline": "baseline (quickstart before: 64-token stage 1, raw terms, NKP)",
@@ -200,6 +209,8 @@ LABELS = {
                                          "snippets and unlabelled news + label loss",
     "mixed_joined_news_task_lr_aug": "64-256-token blocks + stage 2 also on joined snippets, unlabelled news and "
                                      "2,500 word-replaced snippets + label loss, at lr 2e-4",
+    "mixed_svd_embedding_joined_news_task": "64-256-token blocks + rank-96 (SVD) word embedding + stage 2 also on "
+                                            "joined snippets and unlabelled news + label loss",
 }
 
 
@@ -278,18 +289,21 @@ def calibration_examples(tokenizer, data: Path, count: int = 128):
     return mixed_length_blocks(tokenizer, texts, count, seed=0)
 
 
-def student_init(args, teacher_dir: Path, data: Path, calibrated: bool) -> Path:
+def student_init(args, teacher_dir: Path, data: Path, calibrated: bool, options: dict | None = None) -> Path:
+    """The compressed teacher (cached): plain NKP or activation-aware, with ``options`` for ``compress``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from kron_transformers import compress
 
-    out = args.cache_dir / ("student-init-calibrated" if calibrated else "student-init")
+    options = options or {}
+    suffix = "".join(f"-{key}{value}" for key, value in sorted(options.items()))
+    out = args.cache_dir / (("student-init-calibrated" if calibrated else "student-init") + suffix)
     if (out / "config.json").is_file():
         return out
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = compress(teacher, float(args.compression),
-                       calibration_data=calibration_examples(tokenizer, data) if calibrated else None)
+                       calibration_data=calibration_examples(tokenizer, data) if calibrated else None, **options)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(tmp)
@@ -299,13 +313,15 @@ def student_init(args, teacher_dir: Path, data: Path, calibrated: bool) -> Path:
 
 
 def variant_settings(name: str):
-    """(stage-1 flags, stage-2 flags, calibrated) of a variant: the baseline with its changes applied in order."""
-    stage1, stage2, calibrated = list(BASELINE_STAGE1), list(BASELINE_STAGE2), False
+    """(stage-1 flags, stage-2 flags, calibrated, compress options) of a variant: the baseline with its changes
+    applied in order."""
+    stage1, stage2, calibrated, options = list(BASELINE_STAGE1), list(BASELINE_STAGE2), False, {}
     for change in VARIANTS[name]:
-        change_stage1, change_stage2, change_calibrated = CHANGES[change]
+        change_stage1, change_stage2, change_calibrated, *change_options = CHANGES[change]
         stage1, stage2 = _merge(stage1, change_stage1), _merge(stage2, change_stage2)
         calibrated = calibrated or change_calibrated
-    return stage1, stage2, calibrated
+        options.update(*change_options)
+    return stage1, stage2, calibrated, options
 
 
 def _merge(base: list[str], extra: list[str]) -> list[str]:
@@ -324,11 +340,11 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
     summary_path = folder / "summary.json"
     if summary_path.is_file():
         return read_json(summary_path)
-    stage1_flags, stage2_flags, calibrated = variant_settings(name)
+    stage1_flags, stage2_flags, calibrated, options = variant_settings(name)
     if any(flag in stage2_flags for flag in ("--joined_examples", "--unlabelled_examples", "--augmented_examples")):
         stage2_flags = [*stage2_flags, "--max_steps", str(stage2_steps(args))]  # more examples, the same steps
     run_stage2_flags = [flag.replace("{data}", str(data)) for flag in stage2_flags]  # the summary keeps "{data}"
-    init = student_init(args, teacher_dir, data, calibrated)
+    init = student_init(args, teacher_dir, data, calibrated, options)
     stage1, stage2 = shared_stage1(args, name) or folder / "stage1", folder / "stage2"
     timings = {}
     if not (stage1 / "train_results.json").is_file():
@@ -348,6 +364,7 @@ def run_variant(args, name: str, data: Path, teacher_dir: Path) -> dict:
                        *run_stage2_flags, *flags(args, stage2, seed)])
         timings["stage2_seconds"] = time.time() - began
     summary = {"name": name, "student_seed": seed, "stage1": stage1.parent.name, "stage1_flags": stage1_flags, "stage2_flags": stage2_flags, "calibrated": calibrated,
+               **({"compress_options": options} if options else {}),
                **timings, "fidelity": measure_fidelity(args, teacher_dir, stage2, data)}
     write_json(summary_path, summary)
     return read_json(summary_path)  # as a later run reads it (JSON keys are strings)
@@ -362,11 +379,11 @@ def stage2_steps(args) -> int:
 
 def shared_stage1(args, name: str) -> Path | None:
     """A finished stage 1 of another variant with the same stage-1 settings and student seed, if the cache has one."""
-    stage1_flags, _, calibrated = variant_settings(name)
+    stage1_flags, _, calibrated, options = variant_settings(name)
     for other in VARIANTS:
-        other_stage1, _, other_calibrated = variant_settings(other)
+        other_stage1, _, other_calibrated, other_options = variant_settings(other)
         folder = args.cache_dir / run_key(args, other).replace("@", "-") / "stage1"
-        if (other != name and (other_stage1, other_calibrated) == (stage1_flags, calibrated)
+        if (other != name and (other_stage1, other_calibrated, other_options) == (stage1_flags, calibrated, options)
                 and (folder / "train_results.json").is_file()):
             return folder
     return None

@@ -24,7 +24,9 @@ from .kronecker_utils import (
 )
 
 
-KRONECKER_BERT_FIELDS = ("attention_a_shape", "ffn_a_shape", "embedding_factor", "kronecker_rank", "kronecker_layers")
+KRONECKER_BERT_FIELDS = (
+    "attention_a_shape", "ffn_a_shape", "embedding_factor", "embedding_rank", "kronecker_rank", "kronecker_layers"
+)
 
 # KroneckerBERT Table 1. The shapes are the paper's, for BERT_BASE's sizes only (hidden 768, intermediate 3072); other
 # sizes are compressed with a ratio instead.
@@ -78,8 +80,13 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
     embedding_factor (`int`, *optional*, defaults to 8):
         ``f``: word embedding ``sum_r A[r] ⊗ b[r]`` with ``A[r]`` of ``vocab_size x hidden/f`` and ``b[r]`` of ``1 x f``.
         ``None`` or 1 keeps it dense. The masked-LM decoder stays tied to it.
+    embedding_rank (`int`, *optional*):
+        Number of summed Kronecker products in the word embedding, at most ``embedding_factor``; ``None`` takes
+        ``kronecker_rank``. Each token keeps ``rank * hidden / f`` numbers, so ``(f, r)`` and ``(k f, k r)`` cost the
+        same; at ``f = hidden_size`` the embedding is its rank-``r`` truncated SVD (ALBERT's factorised embedding).
     kronecker_rank (`int`, *optional*, defaults to 1):
-        Number of summed Kronecker products in every factored weight.
+        Number of summed Kronecker products in every factored weight (the word embedding's unless
+        ``embedding_rank`` is set).
     kronecker_layers (`list[int]`, *optional*):
         0-based indices of the encoder layers whose maps are factored; ``None`` means all of them.
 
@@ -103,6 +110,7 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
     attention_a_shape: list | tuple | None = (384, 384)
     ffn_a_shape: list | tuple | None = (8, 2)
     embedding_factor: int | None = 8
+    embedding_rank: int | None = None
     kronecker_rank: int = 1
     kronecker_layers: list | tuple | None = None
 
@@ -122,6 +130,11 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
     def factored_layers(self) -> list[int]:
         """0-based indices of the encoder layers whose linear maps are factored."""
         return list(range(self.num_hidden_layers)) if self.kronecker_layers is None else sorted(self.kronecker_layers)
+
+    @property
+    def word_embedding_rank(self) -> int:
+        """Number of summed Kronecker products in the word embedding."""
+        return self.kronecker_rank if self.embedding_rank is None else self.embedding_rank
 
     def dense_shapes(self) -> dict[str, tuple[int, int]]:
         """``(out_features, in_features)`` of the map each shape field factors."""
@@ -157,13 +170,14 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
         """The generic target table (``{path inside BertModel: spec}``) these fields describe."""
         rank = self.kronecker_rank
         targets = {path: {"a_shape": shape, "rank": rank} for path, shape in self.kronecker_linear_shapes().items()}
-        targets.update({path: {"factor": f, "rank": rank} for path, f in self.kronecker_embedding_factors().items()})
+        targets.update({path: {"factor": f, "rank": self.word_embedding_rank}
+                        for path, f in self.kronecker_embedding_factors().items()})
         return targets
 
     def kronecker_field_of(self, factor_key: str) -> str:
         """The config fields that set the shape of a factor, e.g. ``bert.encoder.layer.0.output.dense.a``."""
         if "word_embeddings" in factor_key:
-            return "embedding_factor, kronecker_rank"
+            return "embedding_factor, embedding_rank, kronecker_rank"
         if ".attention." in factor_key:
             return "attention_a_shape, kronecker_rank"
         return "ffn_a_shape, kronecker_rank"
@@ -197,6 +211,7 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
             )
         kwargs = normalise_kronecker_options(kwargs, KRONECKER_BERT_FIELDS, "KroneckerBert")
         rank = kwargs.get("kronecker_rank", 1)
+        embedding_rank = kwargs.get("embedding_rank") or rank
         if isinstance(compression, KroneckerBertConfig):
             mismatched = architecture_mismatches(dense_config, compression, _ARCHITECTURE_FIELDS)
             if mismatched:
@@ -216,7 +231,7 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
                 )
             fields = {**KRONECKER_BERT_PRESETS[compression], "kronecker_rank": rank, "kronecker_layers": None}
         elif isinstance(compression, (int, float)) and not isinstance(compression, bool) and compression > 0:
-            fields = _fields_for_ratio(dense_config, float(compression), rank)
+            fields = _fields_for_ratio(dense_config, float(compression), rank, embedding_rank)
         else:
             raise ValueError(
                 f"compression must be a preset name {sorted(KRONECKER_BERT_PRESETS)}, a positive ratio or a "
@@ -230,8 +245,9 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
         return cls(**{**config_dict, **fields, **kwargs})
 
 
-def _fields_for_ratio(dense_config: BertConfig, compression: float, rank: int) -> dict:
-    """Kronecker fields compressing every factored map and the word embedding about ``compression``x."""
+def _fields_for_ratio(dense_config: BertConfig, compression: float, rank: int, embedding_rank: int) -> dict:
+    """Kronecker fields compressing every factored map and the word embedding (``embedding_rank`` summed products)
+    about ``compression``x."""
     if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
         raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
     hidden, intermediate = dense_config.hidden_size, dense_config.intermediate_size
@@ -241,6 +257,6 @@ def _fields_for_ratio(dense_config: BertConfig, compression: float, rank: int) -
         if not shapes:
             raise ValueError(f"No Kronecker shape of rank {rank} exists for the {out_features}x{in_features} maps ({field}).")
         fields[field] = shapes[0]
-    factor = kronecker_embedding_factor(dense_config.vocab_size, hidden, compression, rank)
+    factor = kronecker_embedding_factor(dense_config.vocab_size, hidden, compression, embedding_rank)
     fields.update(embedding_factor=None if factor == 1 else factor, kronecker_rank=rank, kronecker_layers=None)
     return fields

@@ -31,7 +31,9 @@ KRONECKER_GPT2_MAPS = {
     "c_fc_a_shape": "mlp.c_fc",
     "mlp_c_proj_a_shape": "mlp.c_proj",
 }
-KRONECKER_GPT2_FIELDS = (*KRONECKER_GPT2_MAPS, "embedding_factor", "kronecker_rank", "kronecker_layers")
+KRONECKER_GPT2_FIELDS = (
+    *KRONECKER_GPT2_MAPS, "embedding_factor", "embedding_rank", "kronecker_rank", "kronecker_layers"
+)
 
 # Presets resolved against the dense config's sizes, so they apply to every GPT-2 size.
 #   compression: parameter compression of each factored linear map; embedding_compression: of the word embedding;
@@ -73,8 +75,12 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
     embedding_factor (`int`, *optional*):
         ``f``: ``wte = sum_r A[r] ⊗ b[r]`` with ``A[r]`` of ``vocab_size x d/f`` and ``b[r]`` of ``1 x f``. ``None``
         keeps it dense. The language-model head stays tied to it.
+    embedding_rank (`int`, *optional*):
+        Number of summed Kronecker products in ``wte``, at most ``embedding_factor``; ``None`` takes
+        ``kronecker_rank``. At ``f = n_embd`` the embedding is its rank-``r`` truncated SVD.
     kronecker_rank (`int`, *optional*, defaults to 1):
-        Number of summed Kronecker products in every factored weight.
+        Number of summed Kronecker products in every factored weight (the word embedding's unless
+        ``embedding_rank`` is set).
     kronecker_layers (`list[int]`, *optional*):
         0-based indices of the blocks whose maps are factored; ``None`` means all of them.
 
@@ -97,6 +103,7 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
     c_fc_a_shape: list | tuple | None = None
     mlp_c_proj_a_shape: list | tuple | None = None
     embedding_factor: int | None = None
+    embedding_rank: int | None = None
     kronecker_rank: int = 1
     kronecker_layers: list | tuple | None = None
 
@@ -130,6 +137,11 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
             if getattr(self, field) is not None
         }
 
+    @property
+    def word_embedding_rank(self) -> int:
+        """Number of summed Kronecker products in the word embedding."""
+        return self.kronecker_rank if self.embedding_rank is None else self.embedding_rank
+
     def kronecker_embedding_factors(self) -> dict[str, int]:
         """``{submodule path inside GPT2Model: factor}`` for the factored word embedding, if any."""
         # A factor of 1 (b is 1x1) would cost one extra parameter and slower logits: kept dense, as in BERT.
@@ -139,13 +151,14 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
         """The generic target table (``{path inside GPT2Model: spec}``) these fields describe."""
         rank = self.kronecker_rank
         targets = {path: {"a_shape": shape, "rank": rank} for path, shape in self.kronecker_linear_shapes().items()}
-        targets.update({path: {"factor": f, "rank": rank} for path, f in self.kronecker_embedding_factors().items()})
+        targets.update({path: {"factor": f, "rank": self.word_embedding_rank}
+                        for path, f in self.kronecker_embedding_factors().items()})
         return targets
 
     def kronecker_field_of(self, factor_key: str) -> str:
         """The config fields that set the shape of a factor, e.g. ``transformer.h.1.mlp.c_fc.a``."""
         if factor_key.split(".")[-2] == "wte":
-            return "embedding_factor, kronecker_rank"
+            return "embedding_factor, embedding_rank, kronecker_rank"
         field = next(field for field, path in KRONECKER_GPT2_MAPS.items() if f".{path}." in f".{factor_key}")
         return f"{field}, kronecker_rank"
 
@@ -174,6 +187,7 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
             )
         kwargs = normalise_kronecker_options(kwargs, KRONECKER_GPT2_FIELDS, "KroneckerGPT2")
         rank = kwargs.get("kronecker_rank", 1)
+        embedding_rank = kwargs.get("embedding_rank") or rank
         if isinstance(compression, KroneckerGPT2Config):
             mismatched = architecture_mismatches(dense_config, compression, _ARCHITECTURE_FIELDS)
             dense_inner = _dense_shapes(dense_config)["c_fc_a_shape"][0]
@@ -193,10 +207,12 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
                 )
             preset = KRONECKER_GPT2_PRESETS[compression]
             fields = _fields_for_ratio(
-                dense_config, preset["compression"], preset["embedding_compression"], rank, preset["layers"]
+                dense_config, preset["compression"], preset["embedding_compression"], rank, preset["layers"],
+                embedding_rank,
             )
         elif isinstance(compression, (int, float)) and not isinstance(compression, bool) and compression > 0:
-            fields = _fields_for_ratio(dense_config, float(compression), float(compression), rank, "all")
+            ratio = float(compression)
+            fields = _fields_for_ratio(dense_config, ratio, ratio, rank, "all", embedding_rank)
         else:
             raise ValueError(
                 f"compression must be a preset name {sorted(KRONECKER_GPT2_PRESETS)}, a positive ratio or a "
@@ -222,9 +238,11 @@ def _dense_shapes(config: GPT2Config) -> dict[str, tuple[int, int]]:
 
 
 def _fields_for_ratio(
-    dense_config: GPT2Config, compression: float, embedding_compression: float, rank: int, layers: str
+    dense_config: GPT2Config, compression: float, embedding_compression: float, rank: int, layers: str,
+    embedding_rank: int | None = None,
 ) -> dict:
-    """Kronecker fields compressing every map ``compression``x and the embedding ``embedding_compression``x."""
+    """Kronecker fields compressing every map ``compression``x and the embedding (``embedding_rank`` summed products,
+    default ``rank``) ``embedding_compression``x."""
     if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
         raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
     fields = {}
@@ -236,7 +254,7 @@ def _fields_for_ratio(
             )
         fields[field] = shapes[0]
     fields["embedding_factor"] = kronecker_embedding_factor(
-        dense_config.vocab_size, dense_config.n_embd, embedding_compression, rank
+        dense_config.vocab_size, dense_config.n_embd, embedding_compression, embedding_rank or rank
     )
     fields["kronecker_rank"] = rank
     fields["kronecker_layers"] = None if layers == "all" else list(range(1, dense_config.n_layer, 2))

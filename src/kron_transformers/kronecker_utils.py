@@ -74,8 +74,8 @@ def check_kronecker_fields(
     and what would work.
 
     Args:
-        config: a Kronecker config (``kronecker_rank``, ``embedding_factor``, ``kronecker_layers`` and the shape
-            fields named in ``dense_shapes``).
+        config: a Kronecker config (``kronecker_rank``, ``embedding_factor``, optionally ``embedding_rank``,
+            ``kronecker_layers`` and the shape fields named in ``dense_shapes``).
         dense_shapes: ``{shape field: (out_features, in_features) of the maps it factors}``.
         width_name: the config field the embedding factor must divide (``hidden_size``, ``n_embd``).
         layers_name: the config field holding the number of layers (``num_hidden_layers``, ``n_layer``).
@@ -110,9 +110,15 @@ def check_kronecker_fields(
                 f"embedding_factor={factor} does not divide {width_name}={width}. Divisors of {width} that would "
                 f"work: {divisors(width)}."
             )
-        if config.kronecker_embedding_factors() and rank > factor:
+        embedding_rank = getattr(config, "embedding_rank", None)
+        if embedding_rank is not None and (isinstance(embedding_rank, bool) or not isinstance(embedding_rank, int)
+                                           or embedding_rank < 1):
+            raise ValueError(f"embedding_rank must be a positive integer or None; got {embedding_rank!r}.")
+        name = "kronecker_rank" if embedding_rank is None else "embedding_rank"
+        embedding_rank = rank if embedding_rank is None else embedding_rank
+        if config.kronecker_embedding_factors() and embedding_rank > factor:
             raise ValueError(
-                f"kronecker_rank={rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
+                f"{name}={embedding_rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
             )
     layers = config.kronecker_layers
     if layers is not None:

@@ -146,7 +146,9 @@ class KroneckerEmbedding(nn.Module):
         padding_idx: as in ``nn.Embedding``: that row of ``a`` starts at zero and gets no gradient.
 
     Row ``v`` of ``W`` is ``sum_r a[r, v] ⊗ b[r, 0]``: a lookup costs ``O(r * d)`` per token, and ``logits``
-    computes ``hidden @ W.T`` with ``f`` times fewer multiply-adds than the dense matrix.
+    computes ``hidden @ W.T`` with ``f / r`` times fewer multiply-adds than the dense matrix. Each token keeps
+    ``r * d / f`` numbers; at ``factor = embedding_dim`` each ``a[r]`` is a column and each ``b[r]`` a row, so ``W``
+    is a rank-``r`` matrix and ``from_embedding`` gives its truncated SVD.
     """
 
     def __init__(
@@ -196,7 +198,15 @@ class KroneckerEmbedding(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # (..., ) -> (..., r, d/f) -> (..., d/f, f) summed over r -> (..., d)
-        rows = torch.stack([F.embedding(input_ids, a_r, self.padding_idx) for a_r in self.a], dim=-2)
+        if self.rank == 1:
+            rows = F.embedding(input_ids, self.a[0], self.padding_idx).unsqueeze(-2)
+        else:
+            # One lookup in the (r * V, d/f) view of `a` (no copy), however large the rank (an SVD-like embedding
+            # has r = 96): row v of a[r] is row r * V + v.
+            offsets = torch.arange(self.rank, device=input_ids.device) * self.num_embeddings
+            rows = F.embedding(input_ids.unsqueeze(-1) + offsets, self.a.reshape(-1, self.a_shape[1]))
+            if self.padding_idx is not None:  # as nn.Embedding: the padding row gets no gradient
+                rows = torch.where((input_ids == self.padding_idx)[..., None, None], rows.detach(), rows)
         out = torch.einsum("...rj,rk->...jk", rows, self.b[:, 0])
         return out.reshape(*input_ids.shape, self.embedding_dim)
 
