@@ -2,6 +2,7 @@
 package needs at import time."""
 
 import configparser
+import os
 import re
 import sys
 import warnings
@@ -180,6 +181,38 @@ def test_an_asset_unpacked_by_another_process_meanwhile_is_used(tmp_path, monkey
     assert assets._extract(("pkg", "1.0", "pkg/data/"), target) == target
     assert (target / "a.txt").read_text() == "theirs"
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["data"]  # no staging folder left behind
+
+
+def test_downloading_an_asset_leaves_setuptools_importable(tmp_path):
+    """Once an asset was fetched, torch.compile's C++ builder can still import setuptools in the same process.
+
+    Looking pip up with importlib.util.find_spec made setuptools' distutils shim stand aside on Python < 3.12, so a
+    later ``import setuptools`` failed (an InductorError in whichever compile test ran after the first download)."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import subprocess
+        from kron_transformers import assets
+
+        class Failed:
+            returncode, stderr = 1, "index unreachable"
+
+        subprocess.run = lambda *args, **kwargs: Failed()  # no real download: the lookup before it is what matters
+        try:
+            assets.fetch_package("no-such-package", "1.0")
+        except OSError as error:
+            assert "index unreachable" in str(error), error
+        else:
+            raise AssertionError("fetch_package did not fail")
+        import setuptools  # noqa: F401
+        """
+    )
+    env = {**os.environ, "KRON_TRANSFORMERS_CACHE": str(tmp_path)}
+    env.pop("SETUPTOOLS_USE_DISTUTILS", None)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_one_model_card_template():

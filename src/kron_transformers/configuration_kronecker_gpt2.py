@@ -239,10 +239,10 @@ def _dense_shapes(config: GPT2Config) -> dict[str, tuple[int, int]]:
 
 def _fields_for_ratio(
     dense_config: GPT2Config, compression: float, embedding_compression: float, rank: int, layers: str,
-    embedding_rank: int | None = None,
+    embedding_rank: int,
 ) -> dict:
-    """Kronecker fields compressing every map ``compression``x and the embedding (``embedding_rank`` summed products,
-    default ``rank``) ``embedding_compression``x."""
+    """Kronecker fields compressing every map ``compression``x and the embedding (``embedding_rank`` summed products)
+    ``embedding_compression``x."""
     if isinstance(rank, bool) or not (isinstance(rank, int) and rank >= 1):
         raise ValueError(f"kronecker_rank must be a positive integer; got {rank!r}.")
     fields = {}
@@ -254,7 +254,7 @@ def _fields_for_ratio(
             )
         fields[field] = shapes[0]
     fields["embedding_factor"] = kronecker_embedding_factor(
-        dense_config.vocab_size, dense_config.n_embd, embedding_compression, embedding_rank or rank
+        dense_config.vocab_size, dense_config.n_embd, embedding_compression, embedding_rank
     )
     fields["kronecker_rank"] = rank
     fields["kronecker_layers"] = None if layers == "all" else list(range(1, dense_config.n_layer, 2))
