@@ -53,14 +53,19 @@ def bert_base(**overrides):
                          "intermediate_size": 3072, **overrides})
 
 
+def minilm(**overrides):
+    """The shape of all-MiniLM-L6-v2, the quickstart's teacher."""
+    return bert_base(**{"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536, **overrides})
+
+
 def gpt2_small(**overrides):
     return GPT2Config(**{"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, **overrides})
 
 
 def model_specs():
     """key -> (printed name, family, teacher key, builder). Builders make models with random weights."""
-    def kronecker_bert(preset):
-        return lambda: KroneckerBertModel(KroneckerBertConfig.from_dense_config(bert_base(), preset))
+    def kronecker_bert(preset, dense=bert_base, **options):
+        return lambda: KroneckerBertModel(KroneckerBertConfig.from_dense_config(dense(), preset, **options))
 
     return {
         "bert_base": ("BERT_BASE", "bert", None, lambda: BertModel(bert_base())),
@@ -69,6 +74,10 @@ def model_specs():
         "distilbert": ("DistilBERT-shaped (6L)", "bert", "bert_base", lambda: BertModel(bert_base(num_hidden_layers=6))),
         "tinybert": ("TinyBERT-shaped (4L, 312)", "bert", "bert_base", lambda: BertModel(
             bert_base(num_hidden_layers=4, hidden_size=312, intermediate_size=1200))),
+        "minilm": ("MiniLM-shaped (6L, 384)", "bert", None, lambda: BertModel(minilm())),
+        "minilm_k4": ("Kronecker MiniLM ~4x (quickstart)", "bert", "minilm", kronecker_bert(4.0, minilm)),
+        "minilm_k4_svd": ("Kronecker MiniLM ~4x, rank-96 SVD embedding", "bert", "minilm",
+                          kronecker_bert(4.0, minilm, embedding_rank=96)),
         "gpt2": ("GPT-2 small", "gpt2", None, lambda: GPT2LMHeadModel(gpt2_small())),
         "kngpt2": ("KnGPT2", "gpt2", "gpt2",
                    lambda: KroneckerGPT2LMHeadModel(KroneckerGPT2Config.from_dense_config(gpt2_small(), "kngpt2"))),

@@ -139,6 +139,24 @@ def test_bert_checkpoint_compresses_reloads_and_prints_the_table(capsys, tmp_pat
     assert 'AutoModelForMaskedLM.from_pretrained("kronecker-bert", trust_remote_code=True)' in card.text
 
 
+def test_embedding_rank_makes_the_word_embedding_its_truncated_svd(capsys, tmp_path, bert_dir):
+    out_dir = tmp_path / "svd-embedding"
+    status, out, err = run_cli(capsys, bert_dir, out_dir, "--compression", "4", "--embedding_rank", "8")
+    assert status == 0, err
+    config = AutoConfig.from_pretrained(out_dir, trust_remote_code=True)
+    # For rank 8 the ratio picks factor 32, the hidden size: 8 summed products of a column and a row.
+    assert (config.embedding_rank, config.embedding_factor, config.kronecker_rank) == (8, 32, 1)
+    name = "bert.embeddings.word_embeddings"
+    saved = safetensors.torch.load_file(out_dir / "model.safetensors")
+    a, b = saved[f"{name}.a"].double(), saved[f"{name}.b"].double()
+    assert (tuple(a.shape), tuple(b.shape)) == ((8, 64, 1), (8, 1, 32))
+    weight = BertForMaskedLM.from_pretrained(bert_dir).get_submodule(name).weight.detach().double()
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    expected = u[:, :8] * s[:8] @ vh[:8]  # computed in float64; the factors were saved in float32
+    torch.testing.assert_close(sum(torch.kron(a[r], b[r]) for r in range(8)), expected, rtol=0, atol=1e-6)
+    assert f"| {name} | 64x32 | 64x1 | 1x32 | 8 |" in out
+
+
 def test_gpt2_preset_rank_and_dtype(capsys, tmp_path, gpt2_dir):
     out_dir = tmp_path / "kngpt2"
     status, out, err = run_cli(capsys, gpt2_dir, out_dir, "--preset", "kngpt2", "--rank", "2", "--dtype", "bfloat16")
@@ -216,6 +234,14 @@ def test_overwrite_replaces_a_non_empty_output_dir(capsys, tmp_path, bert_dir):
             r"The preset 'kronecker-bert-8' holds the paper's factor shapes for BERT_BASE",
         ),
         (lambda d: [d["bert"], "--compression", "4", "--rank", "40"], r"No Kronecker shape of rank 40 exists"),
+        (
+            lambda d: [d["bert"], "--compression", "4", "--embedding_rank", "40"],
+            r"word embedding of rank 40 .* for embedding_dim=32: the rank can be at most 32",
+        ),
+        (
+            lambda d: [d["distil"], "--compression", "4", "--target_modules", "query", "--embedding_rank", "2"],
+            r"Unknown option\(s\) \['embedding_rank'\]",
+        ),
         (lambda d: [d["bert"], "--compression", "4", "--task", "AutoFoo"], r"--task 'AutoFoo' is not a transformers"),
         (
             lambda d: [d["gpt2"], "--compression", "4", "--task", "AutoModelForQuestionAnswering"],
@@ -225,8 +251,8 @@ def test_overwrite_replaces_a_non_empty_output_dir(capsys, tmp_path, bert_dir):
         (lambda d: [d["bert"], "--compression", "0.5"], r"compression must be a finite .* above 1 .*got 0\.5"),
         (lambda d: [d["bert"], "--compression", "1.0"], r"compression must be a finite .* above 1 .*got 1\.0"),
     ],
-    ids=["missing", "file", "hub", "architecture", "preset", "preset-shapes", "rank", "task", "task-arch", "offline",
-         "ratio-half", "ratio-one"],
+    ids=["missing", "file", "hub", "architecture", "preset", "preset-shapes", "rank", "embedding-rank",
+         "embedding-rank-generic", "task", "task-arch", "offline", "ratio-half", "ratio-one"],
 )
 def test_bad_input_fails_with_one_line_and_no_output(
     capsys, tmp_path, bert_dir, gpt2_dir, distil_dir, make_args, message

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -304,11 +305,16 @@ def student_init(args, teacher_dir: Path, data: Path, calibrated: bool, options:
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = compress(teacher, float(args.compression),
                        calibration_data=calibration_examples(tokenizer, data) if calibrated else None, **options)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A folder of this process's own: two variant runs started side by side both build the same initialisation.
+    tmp = Path(tempfile.mkdtemp(dir=args.cache_dir, prefix=f".{out.name}."))
     student.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # the other run finished first: its copy is the same deterministic initialisation
+        shutil.rmtree(tmp)
+        if not (out / "config.json").is_file():
+            raise
     return out
 
 

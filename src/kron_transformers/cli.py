@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rank", type=_positive_int, help="number of summed Kronecker products (default: 1)")
     parser.add_argument(
+        "--embedding_rank",
+        type=_positive_int,
+        help="number of summed Kronecker products in the word embedding, BERT and GPT-2 families (default: --rank); "
+        "with --compression its factor is picked for that rank, e.g. MiniLM at 4 with 96: the rank-96 truncated SVD",
+    )
+    parser.add_argument(
         "--target_modules",
         nargs="+",
         metavar="PATTERN",
@@ -353,6 +359,8 @@ def compress_checkpoint(args: argparse.Namespace) -> Path:
         raise CliError(f"{auto.__name__} cannot load MODEL {args.model!r}: {_one_line(error)}") from error
     compression = args.preset if args.preset is not None else args.compression
     overrides = {"rank": args.rank} if args.rank is not None else {}
+    if args.embedding_rank is not None:
+        overrides["embedding_rank"] = args.embedding_rank
     if args.target_modules is not None:
         overrides["target_modules"] = args.target_modules
     try:

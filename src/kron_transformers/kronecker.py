@@ -323,7 +323,10 @@ def kronecker_embedding_factor(vocab_size: int, embedding_dim: int, compression:
     ``compression`` (on a log scale); ties go to the smaller ``f`` (the cheaper lookup)."""
     candidates = [f for f in divisors(embedding_dim) if f >= rank]
     if not candidates:
-        raise ValueError(f"No embedding factor supports kronecker_rank={rank} for embedding_dim={embedding_dim}.")
+        raise ValueError(
+            f"No embedding factor supports a word embedding of rank {rank} (embedding_rank, else kronecker_rank) for "
+            f"embedding_dim={embedding_dim}: the rank can be at most {embedding_dim}."
+        )
 
     def distance(f: int) -> float:
         achieved = vocab_size * embedding_dim / (rank * (vocab_size * embedding_dim // f + f))
