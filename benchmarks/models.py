@@ -2,7 +2,7 @@
 """Whole-model CPU inference in every runtime: Kronecker models against their dense teachers and the usual small models.
 
     python benchmarks/models.py [--models bert_base kb8 kb21 ...] [--runtimes eager compiled onnx onnx_int8]
-                                [--batches 1 8] [--threads 2] [--repeats 10] [--rss] [--training]
+                                [--batches 1 8] [--threads 2] [--repeats 10] [--rss] [--training] [--ort_spinning]
 
 For every model (random weights: timing does not depend on them) and every runtime -- eager PyTorch
 (``torch.inference_mode``), ``torch.compile`` (inductor), onnxruntime on the ``kron_transformers.export`` graph, and
@@ -78,6 +78,7 @@ def model_specs():
         "minilm_k4": ("Kronecker MiniLM ~4x (quickstart)", "bert", "minilm", kronecker_bert(4.0, minilm)),
         "minilm_k4_svd": ("Kronecker MiniLM ~4x, rank-96 SVD embedding", "bert", "minilm",
                           kronecker_bert(4.0, minilm, embedding_rank=96)),
+        "minilm_k4_rank2": ("Kronecker MiniLM ~4x, rank 2", "bert", "minilm", kronecker_bert(4.0, minilm, rank=2)),
         "gpt2": ("GPT-2 small", "gpt2", None, lambda: GPT2LMHeadModel(gpt2_small())),
         "kngpt2": ("KnGPT2", "gpt2", "gpt2",
                    lambda: KroneckerGPT2LMHeadModel(KroneckerGPT2Config.from_dense_config(gpt2_small(), "kngpt2"))),
@@ -131,7 +132,7 @@ def generation_tokens_per_second(model, repeats, new_tokens=64):
     return new_tokens / seconds
 
 
-def make_runner(runtime, model, family, folder, threads, batches, row):
+def make_runner(runtime, model, family, folder, threads, batches, row, ort_spinning=False):
     """A function ``batch -> None`` running ``model`` in ``runtime`` on the benchmark input of that batch size."""
     data = {batch: inputs(batch, model.config.vocab_size, family) for batch in batches}
     extra = {"use_cache": False} if family == "gpt2" else {}
@@ -166,7 +167,9 @@ def make_runner(runtime, model, family, folder, threads, batches, row):
     if runtime == "onnx_int8":
         path = quantize_onnx_int8(path, folder / "model.int8.onnx")
         row["onnx_int8_mb"] = path.stat().st_size / 2**20
-    session = onnx_session(path, threads=threads)
+    # The threads stop spinning after each run: the sessions of a family run in turns, and a spinning one would take
+    # the cores from the next (--ort_spinning measures with onnxruntime's default anyway).
+    session = onnx_session(path, threads=threads, force_spinning_stop=not ort_spinning)
     names = {arg.name for arg in session.get_inputs()}
     feeds = {batch: {k: v.numpy() for k, v in data[batch].items() if k in names} for batch in batches}
     return lambda batch: session.run(None, feeds[batch])
@@ -276,7 +279,7 @@ def benchmark_family(keys, specs, args, tmp):
             info = rows[key]["runtimes"].setdefault(runtime, {})
             try:
                 runners[key] = make_runner(runtime, model, rows[key]["family"], folder, args.threads, args.batches,
-                                           info)
+                                           info, args.ort_spinning)
             except Exception as error:  # one runtime failing on one model must not lose the others' figures
                 info["error"] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
                 print(f"{runtime} {rows[key]['name']}: {info['error']}", flush=True)
@@ -368,6 +371,9 @@ def main():
     parser.add_argument("--rss", action="store_true", help="also measure checkpoint size and peak RSS per model")
     parser.add_argument("--training", action="store_true", help="also time one training step (ILKD vs fine-tuning)")
     parser.add_argument("--skip-generation", action="store_true", help="skip the GPT-2 generation speed")
+    parser.add_argument("--ort_spinning", action="store_true",
+                        help="onnxruntime's default: idle threads keep spinning after a run (the sessions timed in "
+                        "turns then take the cores from each other)")
     parser.add_argument("--stem", default="models", help="results file names under benchmarks/results/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -393,7 +399,8 @@ def main():
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"seq": SEQ, "threads": args.threads, "repeats": args.repeats, "batches": args.batches,
-            "runtimes": args.runtimes, "torch": torch.__version__, "machine": platform.machine(),
+            "runtimes": args.runtimes, "ort_spinning": args.ort_spinning, "torch": torch.__version__,
+            "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "load_average_end": load_average(),
             "wall_s": round(time.perf_counter() - started, 1)}
     try:
