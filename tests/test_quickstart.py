@@ -110,6 +110,8 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
         assert f"WARNING: {line}" in out
     assert saved["reloaded_predictions_identical"] is True
     assert "output error |" in out  # kron-compress's table of the calibrated initialisation
+    init = json.loads((tmp_path / "qs" / "student-init" / "config.json").read_text())
+    assert (init["embedding_rank"], init["embedding_factor"]) == (96, 384)  # MiniLM's word embedding: its SVD
     stage2 = torch.load(tmp_path / "qs" / "student" / "training_args.bin", weights_only=False)
     assert stage2.learning_rate == 3e-4  # --stage2_learning_rate reaches the stage-2 trainer
     # the joined snippets and news blocks join the snippets in the snippets' step count (0.25 epochs of 32 / 8)
@@ -117,6 +119,18 @@ def test_quickstart_runs_end_to_end_and_reports_fidelity(tmp_path, capsys):
     assert stage2.train_sampling_strategy == "group_by_length"
     trained = json.loads((tmp_path / "qs" / "student" / "all_results.json").read_text())
     assert trained["train_samples"] == 32 + 6 + 4 + 5  # snippets, joined, news blocks, word-replaced snippets
+
+
+def test_the_word_embedding_defaults_to_its_truncated_svd_up_to_5x():
+    rank = quickstart.default_embedding_rank
+    assert rank(quickstart.parse_args([]), 384) == 96  # MiniLM at 4x: 96 products of a column and a row
+    assert rank(quickstart.parse_args(["--compression", "3"]), 384) == 128
+    # Beyond 5x (not measured with it) and for presets, kron-compress's own default: one product.
+    assert rank(quickstart.parse_args(["--compression", "8"]), 384) is None
+    assert rank(quickstart.parse_args(["--compression", "kronecker-bert-8"]), 768) is None
+    assert rank(quickstart.parse_args(["--compression", "8", "--embedding_rank", "2"]), 384) == 2
+    with pytest.raises(SystemExit):
+        quickstart.parse_args(["--embedding_rank", "0"])
 
 
 @pytest.mark.parametrize("flag", ["--stage2_joined_examples", "--stage2_news_blocks", "--stage2_augmented_examples",
