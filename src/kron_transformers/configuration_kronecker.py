@@ -80,6 +80,12 @@ class KroneckerConfigMixin:
     def kronecker_targets(self) -> dict[str, dict]:
         raise NotImplementedError
 
+    @property
+    def word_embedding_rank(self) -> int:
+        """Number of summed Kronecker products in the word embedding, for the families that factor it (BERT, GPT-2:
+        ``embedding_rank``, else ``kronecker_rank``)."""
+        return self.kronecker_rank if self.embedding_rank is None else self.embedding_rank
+
     def _check_kronecker_fields(self) -> None:
         pass
 

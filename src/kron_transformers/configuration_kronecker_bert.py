@@ -131,11 +131,6 @@ class KroneckerBertConfig(KroneckerConfigMixin, BertConfig):
         """0-based indices of the encoder layers whose linear maps are factored."""
         return list(range(self.num_hidden_layers)) if self.kronecker_layers is None else sorted(self.kronecker_layers)
 
-    @property
-    def word_embedding_rank(self) -> int:
-        """Number of summed Kronecker products in the word embedding."""
-        return self.kronecker_rank if self.embedding_rank is None else self.embedding_rank
-
     def dense_shapes(self) -> dict[str, tuple[int, int]]:
         """``(out_features, in_features)`` of the map each shape field factors."""
         return {

@@ -137,11 +137,6 @@ class KroneckerGPT2Config(KroneckerConfigMixin, GPT2Config):
             if getattr(self, field) is not None
         }
 
-    @property
-    def word_embedding_rank(self) -> int:
-        """Number of summed Kronecker products in the word embedding."""
-        return self.kronecker_rank if self.embedding_rank is None else self.embedding_rank
-
     def kronecker_embedding_factors(self) -> dict[str, int]:
         """``{submodule path inside GPT2Model: factor}`` for the factored word embedding, if any."""
         # A factor of 1 (b is 1x1) would cost one extra parameter and slower logits: kept dense, as in BERT.

@@ -115,10 +115,10 @@ def check_kronecker_fields(
                                            or embedding_rank < 1):
             raise ValueError(f"embedding_rank must be a positive integer or None; got {embedding_rank!r}.")
         name = "kronecker_rank" if embedding_rank is None else "embedding_rank"
-        embedding_rank = rank if embedding_rank is None else embedding_rank
-        if config.kronecker_embedding_factors() and embedding_rank > factor:
+        if config.kronecker_embedding_factors() and config.word_embedding_rank > factor:
             raise ValueError(
-                f"{name}={embedding_rank} exceeds embedding_factor={factor}, the word embedding's largest rank."
+                f"{name}={config.word_embedding_rank} exceeds embedding_factor={factor}, the word embedding's "
+                "largest rank."
             )
     layers = config.kronecker_layers
     if layers is not None:
